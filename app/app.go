@@ -1,0 +1,31 @@
+// Package app is jobmill's core: the use cases a deployment offers, over the domain in app/job. It
+// imports no transport, driver or adapter; ports call it, adapters implement its interfaces.
+package app
+
+import (
+	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/manager"
+	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/app/worker"
+)
+
+// Application lists every use case by name.
+type Application struct {
+	Commands Commands
+	Queries  Queries
+	// Manager reacts to the events of the log.
+	Manager *manager.Manager
+	// Worker runs the commands of the work queue.
+	Worker *worker.Worker
+}
+
+// Commands change jobs.
+type Commands struct {
+	SubmitJob command.SubmitJobHandler
+	CancelJob command.CancelJobHandler
+}
+
+// Queries read jobs.
+type Queries struct {
+	JobStatus query.JobStatusHandler
+}

@@ -1,0 +1,160 @@
+package job
+
+import "time"
+
+// Message is anything that travels on the event log or the work queue. JobKey is its partition key: every
+// message of one job goes to the same partition, so one manager sees a job's events in order where the
+// transport keeps order.
+type Message interface {
+	JobKey() string
+}
+
+// Events the manager emits. Seq is the job's own monotonic sequence number, assigned by the aggregate.
+
+// JobStarted: a job was submitted; step 1 is to run.
+type JobStarted struct {
+	JobID  string    `json:"job_id"`
+	Tenant string    `json:"tenant"`
+	Type   string    `json:"type"`
+	Seq    int64     `json:"seq"`
+	At     time.Time `json:"at"`
+}
+
+// Step2Started: step 1's output was split into Total sub-jobs and dispatch began.
+type Step2Started struct {
+	JobID string    `json:"job_id"`
+	Total int64     `json:"total"`
+	Seq   int64     `json:"seq"`
+	At    time.Time `json:"at"`
+}
+
+// Step2Completed: every sub-job has a final outcome. Emitted exactly once per job.
+type Step2Completed struct {
+	JobID     string    `json:"job_id"`
+	Succeeded int64     `json:"succeeded"`
+	Failed    int64     `json:"failed"`
+	Seq       int64     `json:"seq"`
+	At        time.Time `json:"at"`
+	// LastOutcomeAt is when the outcome that closed step 2 was consumed; At minus it is the fan-in latency.
+	LastOutcomeAt time.Time `json:"last_outcome_at"`
+}
+
+// JobCompleted: step 3 finished; the job is done.
+type JobCompleted struct {
+	JobID string    `json:"job_id"`
+	Seq   int64     `json:"seq"`
+	At    time.Time `json:"at"`
+}
+
+// JobFailed: the job stopped for good.
+type JobFailed struct {
+	JobID  string    `json:"job_id"`
+	Reason string    `json:"reason"`
+	Seq    int64     `json:"seq"`
+	At     time.Time `json:"at"`
+}
+
+// JobCancelled: a user cancelled the job.
+type JobCancelled struct {
+	JobID  string    `json:"job_id"`
+	Reason string    `json:"reason"`
+	Seq    int64     `json:"seq"`
+	At     time.Time `json:"at"`
+}
+
+// Events workers emit after running a unit of work.
+
+// Step1Completed: step 1 ran and its output was split into Total sub-jobs, all stored.
+type Step1Completed struct {
+	JobID   string    `json:"job_id"`
+	Attempt int       `json:"attempt"`
+	Total   int64     `json:"total"`
+	At      time.Time `json:"at"`
+}
+
+// Step2SubjobCompleted: one attempt of one sub-job succeeded. May arrive more than once.
+type Step2SubjobCompleted struct {
+	JobID   string    `json:"job_id"`
+	Index   int64     `json:"index"`
+	Attempt int       `json:"attempt"`
+	Result  []byte    `json:"result,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Step2SubjobFailed: one attempt of one sub-job failed. May arrive more than once.
+type Step2SubjobFailed struct {
+	JobID   string    `json:"job_id"`
+	Index   int64     `json:"index"`
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// Step3Completed: step 3 ran.
+type Step3Completed struct {
+	JobID   string    `json:"job_id"`
+	Attempt int       `json:"attempt"`
+	Output  []byte    `json:"output,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// StepFailed: one attempt of step 1 or step 3 failed.
+type StepFailed struct {
+	JobID   string    `json:"job_id"`
+	Step    int       `json:"step"`
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// Tick is the periodic clock event for one running job: it times out attempts that never reported back and
+// starts retries that are due.
+type Tick struct {
+	JobID string    `json:"job_id"`
+	At    time.Time `json:"at"`
+}
+
+// Commands for workers, sent on the work queue.
+
+// RunStep1 asks a worker to run step 1 of a job and split its output.
+type RunStep1 struct {
+	JobID   string `json:"job_id"`
+	Tenant  string `json:"tenant"`
+	Type    string `json:"type"`
+	Attempt int    `json:"attempt"`
+	Input   []byte `json:"input,omitempty"`
+}
+
+// RunSubJob asks a worker to run one attempt of one sub-job.
+type RunSubJob struct {
+	JobID   string `json:"job_id"`
+	Tenant  string `json:"tenant"`
+	Type    string `json:"type"`
+	Index   int64  `json:"index"`
+	Attempt int    `json:"attempt"`
+	Input   []byte `json:"input,omitempty"`
+}
+
+// RunStep3 asks a worker to run step 3 of a job.
+type RunStep3 struct {
+	JobID   string `json:"job_id"`
+	Tenant  string `json:"tenant"`
+	Type    string `json:"type"`
+	Attempt int    `json:"attempt"`
+}
+
+func (e JobStarted) JobKey() string           { return e.JobID }
+func (e Step2Started) JobKey() string         { return e.JobID }
+func (e Step2Completed) JobKey() string       { return e.JobID }
+func (e JobCompleted) JobKey() string         { return e.JobID }
+func (e JobFailed) JobKey() string            { return e.JobID }
+func (e JobCancelled) JobKey() string         { return e.JobID }
+func (e Step1Completed) JobKey() string       { return e.JobID }
+func (e Step2SubjobCompleted) JobKey() string { return e.JobID }
+func (e Step2SubjobFailed) JobKey() string    { return e.JobID }
+func (e Step3Completed) JobKey() string       { return e.JobID }
+func (e StepFailed) JobKey() string           { return e.JobID }
+func (e Tick) JobKey() string                 { return e.JobID }
+func (c RunStep1) JobKey() string             { return c.JobID }
+func (c RunSubJob) JobKey() string            { return c.JobID }
+func (c RunStep3) JobKey() string             { return c.JobID }

@@ -1,0 +1,105 @@
+package job
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Policy is how a job type treats failure and time. It is copied onto each job when it is submitted, so
+// changing a type's policy never changes the rules of jobs already running.
+type Policy struct {
+	// SubJobTimeout is how long one attempt of a sub-job may run before the tick counts it as failed.
+	SubJobTimeout time.Duration `json:"subjob_timeout"`
+	// StepTimeout is the same for one attempt of step 1 or step 3.
+	StepTimeout time.Duration `json:"step_timeout"`
+	// MaxAttempts is how many times a sub-job (or step 1/3) is tried before it is marked failed.
+	MaxAttempts int `json:"max_attempts"`
+	// Backoff spaces the attempts.
+	Backoff Backoff `json:"backoff"`
+	// ToleratedFailures is how many sub-jobs may fail for good before the job fails.
+	ToleratedFailures int64 `json:"tolerated_failures"`
+	// ToleratedFailurePercent is the same as a share of all sub-jobs (0–100); the larger allowance wins.
+	ToleratedFailurePercent float64 `json:"tolerated_failure_percent"`
+}
+
+// Backoff is an exponential delay between attempts: Initial, then ×Multiplier, capped at Max.
+type Backoff struct {
+	Initial    time.Duration `json:"initial"`
+	Max        time.Duration `json:"max"`
+	Multiplier float64       `json:"multiplier"`
+}
+
+// DefaultPolicy suits sub-jobs of up to a few minutes.
+func DefaultPolicy() Policy {
+	return Policy{
+		SubJobTimeout: 5 * time.Minute,
+		StepTimeout:   15 * time.Minute,
+		MaxAttempts:   3,
+		Backoff:       Backoff{Initial: time.Second, Max: time.Minute, Multiplier: 2},
+	}
+}
+
+// WithDefaults fills every zero field from DefaultPolicy.
+func (p Policy) WithDefaults() Policy {
+	d := DefaultPolicy()
+	if p.SubJobTimeout == 0 {
+		p.SubJobTimeout = d.SubJobTimeout
+	}
+	if p.StepTimeout == 0 {
+		p.StepTimeout = d.StepTimeout
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = d.MaxAttempts
+	}
+	if p.Backoff == (Backoff{}) {
+		p.Backoff = d.Backoff
+	}
+	if p.Backoff.Multiplier == 0 {
+		p.Backoff.Multiplier = 1
+	}
+	return p
+}
+
+// Validate rejects a policy that cannot be followed.
+func (p Policy) Validate() error {
+	var errs []error
+	if p.SubJobTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("subjob timeout must be positive (got %s)", p.SubJobTimeout))
+	}
+	if p.StepTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("step timeout must be positive (got %s)", p.StepTimeout))
+	}
+	if p.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("max attempts must be at least 1 (got %d)", p.MaxAttempts))
+	}
+	if p.Backoff.Initial < 0 || p.Backoff.Max < 0 || p.Backoff.Multiplier < 1 {
+		errs = append(errs, fmt.Errorf("backoff needs initial ≥ 0, max ≥ 0, multiplier ≥ 1 (got %+v)", p.Backoff))
+	}
+	if p.ToleratedFailures < 0 {
+		errs = append(errs, fmt.Errorf("tolerated failures must not be negative (got %d)", p.ToleratedFailures))
+	}
+	if p.ToleratedFailurePercent < 0 || p.ToleratedFailurePercent > 100 {
+		errs = append(errs, fmt.Errorf("tolerated failure percent must be within 0–100 (got %g)", p.ToleratedFailurePercent))
+	}
+	return errors.Join(errs...)
+}
+
+// Delay is the wait before attempt number next (2 for the first retry).
+func (b Backoff) Delay(next int) time.Duration {
+	if next <= 1 || b.Initial <= 0 {
+		return 0
+	}
+	d := float64(b.Initial) * math.Pow(b.Multiplier, float64(next-2))
+	if b.Max > 0 && d > float64(b.Max) {
+		return b.Max
+	}
+	return time.Duration(d)
+}
+
+// FailureAllowance is how many sub-jobs of total may fail for good without failing the job.
+func (p Policy) FailureAllowance(total int64) int64 {
+	byPercent := int64(math.Floor(float64(total) * p.ToleratedFailurePercent / 100))
+	return max(p.ToleratedFailures, byPercent)
+}
