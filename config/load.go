@@ -139,8 +139,10 @@ func loadFile(c *Config, path string) error {
 		}
 		// yaml errors already carry the line ("yaml: line 3: ..."), but
 		// some span several lines; keep the message on one.
-		msg := strings.TrimPrefix(err.Error(), "yaml: ")
-		msg = strings.Join(strings.Fields(msg), " ")
+		msg := strings.Join(strings.Fields(err.Error()), " ")
+		msg = strings.TrimPrefix(msg, "yaml: ")
+		msg = strings.TrimPrefix(msg, "unmarshal errors: ")
+		msg = strings.ReplaceAll(msg, "into map[string]interface {}", "into a mapping of keys")
 		return &Error{Key: path, Problem: "malformed YAML: " + msg}
 	}
 

@@ -134,7 +134,7 @@ func oneOf(key, value string, allowed []string) *Error {
 // checkURL checks that raw is a URL with one of the given schemes. It never
 // quotes raw, which may contain a password.
 func checkURL(key, raw string, schemes ...string) *Error {
-	want := "a " + strings.Join(schemes, "://, ") + ":// URL"
+	want := "a URL starting with " + strings.Join(schemes, ":// or ") + "://"
 	if strings.TrimSpace(raw) == "" {
 		return &Error{Key: key, Problem: "must be " + want + ", not empty"}
 	}
