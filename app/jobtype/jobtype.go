@@ -51,6 +51,9 @@ type Definition struct {
 	Step3 func(ctx context.Context, sc StepContext, summary Summary) ([]byte, error)
 	// Policy: zero fields take DefaultPolicy's values.
 	Policy Policy
+	// ReportTwice is for testing the engine itself: when it returns true for a sub-job's input, the worker
+	// reports that sub-job's outcome twice, as an at-least-once transport may. Nil for real job types.
+	ReportTwice func(subJobInput []byte) bool
 }
 
 // StepContext describes the unit of work a step 1 or step 3 call performs.

@@ -132,7 +132,11 @@ func (w *Worker) RunSubJob(ctx context.Context, c *job.RunSubJob) error {
 		}
 		return w.events.Publish(ctx, job.Step2SubjobFailed{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Error: err.Error(), At: w.now()})
 	}
-	return w.events.Publish(ctx, job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: result, At: w.now()})
+	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: result, At: w.now()}
+	if def.ReportTwice != nil && def.ReportTwice(c.Input) {
+		return w.events.Publish(ctx, done, done)
+	}
+	return w.events.Publish(ctx, done)
 }
 
 func runSubJob(ctx context.Context, def jobtype.Definition, sc jobtype.SubJobContext, input []byte) (result []byte, err error) {

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/jobtypes/synthetic"
+)
+
+// benchResult is the one JSON object `jobmill bench --json` prints.
+type benchResult struct {
+	Transport      string  `json:"transport"`
+	SubJobs        int64   `json:"subjobs"`
+	Jobs           int     `json:"jobs"`
+	Workers        int     `json:"workers"`
+	WallS          float64 `json:"wall_s"`
+	SubJobsPerSec  float64 `json:"subjobs_per_sec"`
+	FanInMsP50     float64 `json:"fanin_ms_p50"`
+	FanInMsP99     float64 `json:"fanin_ms_p99"`
+	PeakRSSMB      float64 `json:"peak_rss_mb"`
+	RawMsgsPerSec  float64 `json:"raw_msgs_per_sec"`
+	RawMessages    int     `json:"raw_messages"`
+	CompletedJobs  int     `json:"completed_jobs"`
+	DuplicatesSeen int64   `json:"duplicates_absorbed"`
+}
+
+func newBenchCommand() *cobra.Command {
+	var subjobs int64
+	var jobs, rawN int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "bench [--subjobs N] [--jobs J] [--workers W] [--json]",
+		Short: "Measure the engine: no-op synthetic jobs from submit to JobCompleted, beside the transport's raw rate",
+		Long: `Run the engine in this process on a fresh database (unless --sqlite-path is given), measure the
+transport's raw publish+consume rate, then submit J synthetic jobs of N no-op sub-jobs in total and time
+them from the first submit to the last JobCompleted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if jobs < 1 || subjobs < 0 {
+				return fmt.Errorf("--jobs must be at least 1 and --subjobs not negative")
+			}
+			if !cmd.Flags().Changed("sqlite-path") && os.Getenv("JOBMILL_SQLITE_PATH") == "" {
+				dir, err := os.MkdirTemp("", "jobmill-bench-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				cfg.SQLite.Path = filepath.Join(dir, "bench.db")
+			}
+			if !cmd.Flags().Changed("listen") {
+				cfg.Listen = "127.0.0.1:0"
+			}
+			if os.Getenv("JOBMILL_LOG_LEVEL") == "" {
+				cfg.LogLevel = "warn"
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			svc, err := openService(ctx, cfg, newLogger(cfg))
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			runErr := make(chan error, 1)
+			go func() { runErr <- svc.Run(ctx) }()
+			select {
+			case <-svc.Running():
+			case err := <-runErr:
+				return err
+			}
+			if rawN == 0 {
+				rawN = int(min(max(subjobs, 1000), 50_000))
+			}
+			raw, err := svc.RawThroughput(ctx, rawN)
+			if err != nil {
+				return fmt.Errorf("measure raw transport rate: %w", err)
+			}
+
+			perJob := subjobs / int64(jobs)
+			start := time.Now()
+			ids := make([]string, jobs)
+			for i := range ids {
+				n := perJob
+				if i == 0 {
+					n += subjobs % int64(jobs)
+				}
+				input, _ := json.Marshal(synthetic.Input{SubJobs: n})
+				if ids[i], err = svc.App.Commands.SubmitJob.Handle(ctx, command.SubmitJob{Type: synthetic.Name, Input: input}); err != nil {
+					return err
+				}
+			}
+			completed := 0
+			for _, id := range ids {
+				select {
+				case st := <-svc.Recorder.Ended(id):
+					if st == job.StateCompleted {
+						completed++
+					}
+				case err := <-runErr:
+					return fmt.Errorf("engine stopped during the benchmark: %v", err)
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			wall := time.Since(start)
+			dups, _ := svc.Recorder.AbsorbedCounts()
+			res := benchResult{
+				Transport: svc.TransportName(), SubJobs: subjobs, Jobs: jobs, Workers: cfg.Workers,
+				WallS: wall.Seconds(), SubJobsPerSec: float64(subjobs) / wall.Seconds(),
+				FanInMsP50: ms(svc.Recorder.FanInQuantile(0.5)), FanInMsP99: ms(svc.Recorder.FanInQuantile(0.99)),
+				PeakRSSMB: peakRSSMB(), RawMsgsPerSec: raw, RawMessages: rawN, CompletedJobs: completed, DuplicatesSeen: dups,
+			}
+			cancel()
+			<-runErr
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "transport           %s (raw ceiling %.0f msgs/s over %d messages)\n", res.Transport, res.RawMsgsPerSec, rawN)
+			fmt.Fprintf(out, "jobs × sub-jobs      %d × %d, %d workers\n", jobs, perJob, cfg.Workers)
+			fmt.Fprintf(out, "wall (submit → last JobCompleted)  %.3f s\n", res.WallS)
+			fmt.Fprintf(out, "throughput          %.0f sub-jobs/s\n", res.SubJobsPerSec)
+			fmt.Fprintf(out, "fan-in p50 / p99    %.2f ms / %.2f ms\n", res.FanInMsP50, res.FanInMsP99)
+			fmt.Fprintf(out, "peak RSS            %.0f MB\n", res.PeakRSSMB)
+			if completed != jobs {
+				return fmt.Errorf("%d of %d jobs did not complete", jobs-completed, jobs)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Int64Var(&subjobs, "subjobs", 10_000, "sub-jobs in total, spread over the jobs")
+	cmd.Flags().IntVar(&jobs, "jobs", 1, "jobs submitted at once")
+	cmd.Flags().IntVar(&rawN, "raw-messages", 0, "messages for the raw transport measurement (default: the sub-job count, 1,000–50,000)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// peakRSSMB reads the process's peak resident set size (VmHWM) from /proc; 0 where there is no /proc.
+func peakRSSMB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

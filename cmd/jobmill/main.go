@@ -1,0 +1,85 @@
+// Command jobmill runs the engine (serve), submits and inspects jobs (submit, status, cancel), shows the
+// original example end to end (demo) and measures throughput (bench).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/jobmill/jobmill/app/jobtype"
+	"github.com/jobmill/jobmill/config"
+	"github.com/jobmill/jobmill/jobtypes/invoices"
+	"github.com/jobmill/jobmill/jobtypes/synthetic"
+	"github.com/jobmill/jobmill/service"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCommand().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jobmill:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "jobmill",
+		Short:         "A workflow engine for jobs that fan out: step 1 → many sub-jobs → step 3",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	config.RegisterFlags(root.PersistentFlags())
+	root.AddCommand(newServeCommand(), newSubmitCommand(), newStatusCommand(), newCancelCommand(), newDemoCommand(), newBenchCommand())
+	return root
+}
+
+// loadConfig reads the configuration for a command from file, environment and the flags the user set.
+func loadConfig(cmd *cobra.Command) (config.Config, error) {
+	fs := pflag.NewFlagSet("all", pflag.ContinueOnError)
+	fs.AddFlagSet(cmd.Flags())
+	fs.AddFlagSet(cmd.InheritedFlags())
+	return config.Load("", fs)
+}
+
+// newLogger logs to stderr at the configured level.
+func newLogger(cfg config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if strings.EqualFold(cfg.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// builtinTypes registers the job types shipped with jobmill.
+func builtinTypes(cfg config.Config) *jobtype.Registry {
+	reg := jobtype.NewRegistry()
+	reg.MustRegister(invoices.Definition(cfg.OutboxDir))
+	reg.MustRegister(synthetic.Definition(jobtype.Policy{}))
+	return reg
+}
+
+// openService builds the engine for a command without running its roles.
+func openService(ctx context.Context, cfg config.Config, logger *slog.Logger) (*service.Service, error) {
+	svc, err := service.New(ctx, cfg, service.Options{Types: builtinTypes(cfg), Logger: logger})
+	if err != nil {
+		var cfgErr *config.Error
+		if errors.As(err, &cfgErr) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	return svc, nil
+}

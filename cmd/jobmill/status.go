@@ -1,0 +1,75 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/job"
+)
+
+func newStatusCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status JOB",
+		Short: "Show the detailed status of a job",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			st, err := svc.App.Queries.JobStatus.Handle(cmd.Context(), args[0], "")
+			if errors.Is(err, job.ErrNotFound) {
+				return fmt.Errorf("no job %s in %s", args[0], cfg.SQLite.Path)
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(toStatusJSON(st))
+			}
+			printSummary(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newCancelCommand() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel JOB",
+		Short: "Cancel a job: nothing more is dispatched and results in flight are ignored",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			if err := svc.App.Commands.CancelJob.Handle(cmd.Context(), command.CancelJob{JobID: args[0], Reason: reason}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the job")
+	return cmd
+}

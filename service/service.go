@@ -1,0 +1,262 @@
+// Package service is the composition root: it wires configuration to adapters, the core and the ports.
+// cmd/jobmill and programs that embed jobmill (see examples/) both start the engine through it.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/jobstore"
+	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/metrics"
+	"github.com/jobmill/jobmill/adapters/sqlite"
+	"github.com/jobmill/jobmill/app"
+	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/manager"
+	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/app/worker"
+	"github.com/jobmill/jobmill/app/jobtype"
+	"github.com/jobmill/jobmill/config"
+	"github.com/jobmill/jobmill/ports/httpapi"
+	"github.com/jobmill/jobmill/ports/router"
+	"github.com/jobmill/jobmill/ports/tick"
+)
+
+// Service is one jobmill process: the application and the roles that drive it.
+type Service struct {
+	App      app.Application
+	Recorder *metrics.Recorder
+	Store    *jobstore.SQLite
+
+	cfg      config.Config
+	db       *sqlite.DB
+	router   *message.Router
+	ticker   *tick.Ticker
+	logger   *slog.Logger
+	wmLogger watermill.LoggerAdapter
+	closers  []func() error
+	once     sync.Once
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Types  *jobtype.Registry
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrUnsupportedBackend: the configuration names a backend this build cannot run yet.
+var ErrUnsupportedBackend = errors.New("backend not supported")
+
+// New opens the store and transports the configuration names and builds the application and its roles.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Types == nil {
+		return nil, errors.New("service: no job types registered")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	for key, backend := range map[string]string{"log": cfg.Log, "queue": cfg.Queue, "store": cfg.Store} {
+		if backend != config.BackendSQLite {
+			return nil, fmt.Errorf("%s: %w: %q (this build runs the embedded sqlite backend)", key, ErrUnsupportedBackend, backend)
+		}
+	}
+	s := &Service{cfg: cfg, logger: opts.Logger, Recorder: metrics.NewRecorder(), wmLogger: watermillLogger(opts.Logger)}
+	if err := s.open(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.build(opts); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) open(ctx context.Context) error {
+	db, err := sqlite.Open(s.cfg.SQLite.Path)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.closers = append(s.closers, db.Close)
+	if err := sqlite.InitializeLogTopics(ctx, db, messaging.EventsTopic, messaging.PoisonTopic); err != nil {
+		return err
+	}
+	if err := sqlite.InitializeQueue(ctx, db); err != nil {
+		return err
+	}
+	s.Store, err = jobstore.NewSQLite(ctx, db, s.wmLogger)
+	return err
+}
+
+func (s *Service) build(opts Options) error {
+	logPub, err := sqlite.NewLogPublisher(s.db, s.wmLogger)
+	if err != nil {
+		return err
+	}
+	events := messaging.EventPublisher{Publisher: logPub}
+	newID := func() string { return watermill.NewULID() }
+
+	submit, err := command.NewSubmitJobHandler(s.Store, opts.Types, newID, opts.Now)
+	if err != nil {
+		return err
+	}
+	cancel, err := command.NewCancelJobHandler(s.Store, opts.Now)
+	if err != nil {
+		return err
+	}
+	status, err := query.NewJobStatusHandler(s.Store)
+	if err != nil {
+		return err
+	}
+	mgr, err := manager.New(s.Store, manager.Config{Window: s.cfg.DispatchWindow}, opts.Now, s.Recorder, s.logger)
+	if err != nil {
+		return err
+	}
+	wrk, err := worker.New(opts.Types, s.Store, events, opts.Now, s.logger)
+	if err != nil {
+		return err
+	}
+	s.App = app.Application{
+		Commands: app.Commands{SubmitJob: submit, CancelJob: cancel},
+		Queries:  app.Queries{JobStatus: status},
+		Manager:  mgr,
+		Worker:   wrk,
+	}
+
+	transport := router.Transport{
+		LogSubscriber: func(group string) (message.Subscriber, error) {
+			return sqlite.NewLogSubscriber(s.db, group, sqlite.LogSubscriberConfig{}, s.wmLogger)
+		},
+		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
+			return sqlite.NewQueueSubscriber(s.db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, s.wmLogger)
+		},
+		PoisonPublisher: logPub,
+	}
+	s.router, err = router.New(s.App, transport, router.Config{
+		Manager:     s.cfg.HasRole(config.RoleManager),
+		Worker:      s.cfg.HasRole(config.RoleWorker),
+		Workers:     s.cfg.Workers,
+		StepWorkers: 4,
+	}, s.wmLogger)
+	if err != nil {
+		return err
+	}
+	if s.cfg.HasRole(config.RoleTicker) {
+		s.ticker, err = tick.New(s.Store, events, s.cfg.Tick, time.Now, s.logger)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run runs every configured role and the HTTP listener until ctx ends, then stops them gracefully.
+func (s *Service) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           httpapi.NewHandler(s.ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.router.Run(ctx); err != nil {
+			errs <- fmt.Errorf("router: %w", err)
+		}
+	}()
+	if s.ticker != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-s.router.Running()
+			_ = s.ticker.Run(ctx)
+		}()
+	}
+	s.logger.Info("jobmill running", "listen", ln.Addr().String(), "roles", s.cfg.Roles, "workers", s.cfg.Workers, "sqlite", s.cfg.SQLite.Path)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+		cancel()
+	}
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	_ = srv.Shutdown(shutdownCtx)
+	_ = s.router.Close()
+	wg.Wait()
+	return runErr
+}
+
+// Running is closed once the router runs its handlers.
+func (s *Service) Running() chan struct{} { return s.router.Running() }
+
+func (s *Service) ready() error {
+	if !s.router.IsRunning() {
+		return errors.New("message router is not running")
+	}
+	return s.db.Read.Ping()
+}
+
+// Close releases the database. Call it after Run returned.
+func (s *Service) Close() error {
+	var err error
+	s.once.Do(func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, s.closers[i]())
+		}
+	})
+	return err
+}
+
+// RawThroughput measures the transport's own publish+consume rate with n messages.
+func (s *Service) RawThroughput(ctx context.Context, n int) (float64, error) {
+	return sqlite.MeasureRawThroughput(ctx, s.db, n)
+}
+
+// TransportName names the configured backends for reports.
+func (s *Service) TransportName() string {
+	if s.cfg.Log == s.cfg.Queue {
+		return s.cfg.Log
+	}
+	return s.cfg.Log + "+" + s.cfg.Queue
+}
+
+// watermillLogger keeps Watermill's per-handler chatter out of info logs.
+func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+}
