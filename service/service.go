@@ -111,7 +111,11 @@ func (s *Service) build(opts Options) error {
 	if err != nil {
 		return err
 	}
-	events := messaging.EventPublisher{Publisher: logPub}
+	// Workers and the ticker report through a group-committing publisher: one transaction for all the
+	// reports that finish while the previous transaction commits.
+	batched := messaging.NewBatchingPublisher(logPub, 500)
+	s.closers = append(s.closers, batched.Close)
+	events := messaging.EventPublisher{Publisher: batched}
 	newID := func() string { return watermill.NewULID() }
 
 	submit, err := command.NewSubmitJobHandler(s.Store, opts.Types, newID, opts.Now)

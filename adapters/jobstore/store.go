@@ -29,7 +29,31 @@ var migrations embed.FS
 type SQLite struct {
 	db     *sqlite.DB
 	logger watermill.LoggerAdapter
+	stmts  map[string]*sql.Stmt
 }
+
+// Statements of the hot path, prepared once on the write connection: SQLite parses a statement on every
+// unprepared call, and parsing cost more than executing in the fan-in.
+const (
+	qJob            = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`
+	qSubJob         = `SELECT ` + subJobColumns + ` FROM subjobs WHERE job_id = ? AND idx = ?`
+	qSaveJob        = `UPDATE jobs SET state = ?, seq = ?, total = ?, next_index = ?, in_flight = ?,
+		succeeded = ?, failed = ?, retries = ?, timed_out = ?, duplicates = ?, late = ?, step_attempt = ?,
+		step_deadline = ?, output = ?, error = ?, updated_at = ?, s1_started_at = ?, s1_finished_at = ?,
+		s2_started_at = ?, s2_finished_at = ?, s3_started_at = ?, s3_finished_at = ?, ended_at = ? WHERE id = ?`
+	qSaveSubJob     = `UPDATE subjobs SET state = ?, attempt = ?, result = ?, last_error = ?, due_at = ?,
+		started_at = ?, finished_at = ? WHERE job_id = ? AND idx = ?`
+	qPending        = `SELECT ` + subJobColumns + ` FROM subjobs
+		WHERE job_id = ? AND idx >= ? AND idx < ? AND state = 'PENDING' ORDER BY idx`
+	qSaveDispatched = `UPDATE subjobs SET state = ?, attempt = ?, due_at = ?, started_at = ?
+		WHERE job_id = ? AND idx >= ? AND idx <= ? AND state = 'PENDING'`
+	qDue            = `SELECT ` + subJobColumns + ` FROM subjobs
+		WHERE job_id = ? AND state IN ('RUNNING', 'RETRY_WAIT') AND due_at <= ? ORDER BY due_at LIMIT ?`
+	qAddSubJob      = `INSERT INTO subjobs (job_id, idx, state, input) VALUES (?, ?, 'PENDING', ?)
+		ON CONFLICT (job_id, idx) DO NOTHING`
+)
+
+var hotStatements = []string{qJob, qSubJob, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue, qAddSubJob}
 
 var _ job.Store = (*SQLite)(nil)
 
@@ -41,7 +65,15 @@ func NewSQLite(ctx context.Context, db *sqlite.DB, logger watermill.LoggerAdapte
 	if err := migrate(ctx, db.Write, goose.DialectSQLite3); err != nil {
 		return nil, fmt.Errorf("migrate job store %s: %w", db.Path, err)
 	}
-	return &SQLite{db: db, logger: logger}, nil
+	st := &SQLite{db: db, logger: logger, stmts: map[string]*sql.Stmt{}}
+	for _, q := range hotStatements {
+		stmt, err := db.Write.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("prepare job store statement: %w", err)
+		}
+		st.stmts[q] = stmt
+	}
+	return st, nil
 }
 
 func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect) error {
@@ -56,7 +88,7 @@ func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect) error {
 // Update runs fn in one write transaction, joining the log subscriber's transaction when ctx carries one.
 func (s *SQLite) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx) error) error {
 	return s.db.InTx(ctx, func(htx *sqlite.HookTx) error {
-		return fn(ctx, &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger})
+		return fn(ctx, &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger, stmts: s.stmts})
 	})
 }
 
@@ -64,7 +96,11 @@ type sqliteTx struct {
 	htx    *sqlite.HookTx
 	tx     *sql.Tx
 	logger watermill.LoggerAdapter
+	stmts  map[string]*sql.Stmt
 }
+
+// stmt returns the prepared statement for q bound to this transaction.
+func (t *sqliteTx) stmt(ctx context.Context, q string) *sql.Stmt { return t.tx.StmtContext(ctx, t.stmts[q]) }
 
 func (t *sqliteTx) AfterCommit(fn func()) { t.htx.AfterCommit(fn) }
 
@@ -102,7 +138,7 @@ func scanJob(row scanner) (*job.Job, error) {
 }
 
 func (t *sqliteTx) Job(ctx context.Context, id string) (*job.Job, error) {
-	return scanJob(t.tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id))
+	return scanJob(t.stmt(ctx, qJob).QueryRowContext(ctx, id))
 }
 
 func (t *sqliteTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey string) (string, error) {
@@ -134,10 +170,7 @@ func (t *sqliteTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey str
 }
 
 func (t *sqliteTx) SaveJob(ctx context.Context, j *job.Job) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE jobs SET state = ?, seq = ?, total = ?, next_index = ?, in_flight = ?,
-		succeeded = ?, failed = ?, retries = ?, timed_out = ?, duplicates = ?, late = ?, step_attempt = ?,
-		step_deadline = ?, output = ?, error = ?, updated_at = ?, s1_started_at = ?, s1_finished_at = ?,
-		s2_started_at = ?, s2_finished_at = ?, s3_started_at = ?, s3_finished_at = ?, ended_at = ? WHERE id = ?`,
+	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx,
 		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
 		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),
 		micros(j.Steps[0].StartedAt), micros(j.Steps[0].FinishedAt), micros(j.Steps[1].StartedAt),
@@ -186,12 +219,11 @@ func dueAt(s *job.SubJob) int64 {
 }
 
 func (t *sqliteTx) SubJob(ctx context.Context, jobID string, index int64) (*job.SubJob, error) {
-	return scanSubJob(t.tx.QueryRowContext(ctx, `SELECT `+subJobColumns+` FROM subjobs WHERE job_id = ? AND idx = ?`, jobID, index))
+	return scanSubJob(t.stmt(ctx, qSubJob).QueryRowContext(ctx, jobID, index))
 }
 
 func (t *sqliteTx) SaveSubJob(ctx context.Context, s *job.SubJob) error {
-	_, err := t.tx.ExecContext(ctx, `UPDATE subjobs SET state = ?, attempt = ?, result = ?, last_error = ?, due_at = ?,
-		started_at = ?, finished_at = ? WHERE job_id = ? AND idx = ?`,
+	_, err := t.stmt(ctx, qSaveSubJob).ExecContext(ctx,
 		string(s.State), s.Attempt, s.Result, s.LastError, dueAt(s), micros(s.StartedAt), micros(s.FinishedAt), s.JobID, s.Index)
 	if err != nil {
 		return fmt.Errorf("save sub-job %d of job %s: %w", s.Index, s.JobID, err)
@@ -200,8 +232,7 @@ func (t *sqliteTx) SaveSubJob(ctx context.Context, s *job.SubJob) error {
 }
 
 func (t *sqliteTx) PendingSubJobs(ctx context.Context, jobID string, r job.Range) ([]*job.SubJob, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+subJobColumns+` FROM subjobs
-		WHERE job_id = ? AND idx >= ? AND idx < ? AND state = 'PENDING' ORDER BY idx`, jobID, r.From, r.To)
+	rows, err := t.stmt(ctx, qPending).QueryContext(ctx, jobID, r.From, r.To)
 	if err != nil {
 		return nil, err
 	}
@@ -230,8 +261,7 @@ func (t *sqliteTx) SaveDispatched(ctx context.Context, subs []*job.SubJob) error
 			end++
 		}
 		first, last := subs[start], subs[end-1]
-		_, err := t.tx.ExecContext(ctx, `UPDATE subjobs SET state = ?, attempt = ?, due_at = ?, started_at = ?
-			WHERE job_id = ? AND idx >= ? AND idx <= ? AND state = 'PENDING'`,
+		_, err := t.stmt(ctx, qSaveDispatched).ExecContext(ctx,
 			string(first.State), first.Attempt, dueAt(first), micros(first.StartedAt), first.JobID, first.Index, last.Index)
 		if err != nil {
 			return fmt.Errorf("dispatch sub-jobs %d..%d of job %s: %w", first.Index, last.Index, first.JobID, err)
@@ -246,8 +276,7 @@ func sameDispatch(a, b *job.SubJob) bool {
 }
 
 func (t *sqliteTx) DueSubJobs(ctx context.Context, jobID string, now time.Time, limit int) ([]*job.SubJob, error) {
-	rows, err := t.tx.QueryContext(ctx, `SELECT `+subJobColumns+` FROM subjobs
-		WHERE job_id = ? AND state IN ('RUNNING', 'RETRY_WAIT') AND due_at <= ? ORDER BY due_at LIMIT ?`,
+	rows, err := t.stmt(ctx, qDue).QueryContext(ctx,
 		jobID, micros(now), limit)
 	if err != nil {
 		return nil, err
@@ -297,12 +326,7 @@ func (s *SQLite) AddSubJobs(ctx context.Context, jobID string, firstIndex int64,
 		return nil
 	}
 	return s.db.InTx(ctx, func(htx *sqlite.HookTx) error {
-		stmt, err := htx.SQL().PrepareContext(ctx, `INSERT INTO subjobs (job_id, idx, state, input) VALUES (?, ?, 'PENDING', ?)
-			ON CONFLICT (job_id, idx) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
+		stmt := htx.SQL().StmtContext(ctx, s.stmts[qAddSubJob])
 		for i, in := range inputs {
 			if _, err := stmt.ExecContext(ctx, jobID, firstIndex+int64(i), in); err != nil {
 				return fmt.Errorf("store sub-job %d of job %s: %w", firstIndex+int64(i), jobID, err)

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -38,6 +39,8 @@ type DB struct {
 	// logTopics records topics whose log tables are known to exist, so
 	// publishers create them once instead of on every call.
 	logTopics sync.Map
+	// queueReady is set once the queue table is known to exist.
+	queueReady atomic.Bool
 }
 
 // Open opens (creating if needed) the SQLite database at path, in WAL mode.

@@ -336,7 +336,66 @@ type logSubscriber struct {
 	mu      sync.Mutex
 	closed  bool
 	closing chan struct{}
-	subs    []*wsql.Subscriber
+	subs    []*logSubscription
+	relays  sync.WaitGroup
+}
+
+// logSubscription is one Subscribe call. Messages pass through a relay so the
+// subscriber can tell when watermill-sql has taken in the last Ack: its
+// delivery loop selects on "acked" and "closing" together, so closing right
+// after an Ack could otherwise drop it, and the message would be redelivered
+// although its handler's writes were committed with the batch.
+type logSubscription struct {
+	inner *wsql.Subscriber
+
+	mu   sync.Mutex
+	last *message.Message // last message handed to the caller
+	// moved is closed once watermill-sql has gone past last: it delivered
+	// the next message or finished its batch transaction.
+	moved chan struct{}
+}
+
+func (s *logSubscription) progress() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.moved:
+	default:
+		close(s.moved)
+	}
+}
+
+func (s *logSubscription) delivered(msg *message.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.moved:
+	default:
+		close(s.moved)
+	}
+	s.last = msg
+	s.moved = make(chan struct{})
+}
+
+// settle waits, briefly, for an already acked last message to be recorded.
+func (s *logSubscription) settle(timeout time.Duration) {
+	s.mu.Lock()
+	last, moved := s.last, s.moved
+	s.mu.Unlock()
+	if last == nil {
+		return
+	}
+	select {
+	case <-last.Acked():
+	default:
+		return // unacked: it will be redelivered anyway
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-moved:
+	case <-t.C:
+	}
 }
 
 // NewLogSubscriber returns a subscriber reading topics of the event log as
@@ -371,9 +430,11 @@ func (s *logSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 		return nil, err
 	}
 
+	ls := &logSubscription{moved: make(chan struct{})}
 	sig := s.db.notify.get(logKey(topic))
 	seen, _ := sig.snapshot()
 	backoff := &wakeBackoff{
+		sub:     ls,
 		sig:     sig,
 		seen:    seen,
 		poll:    s.cfg.PollInterval,
@@ -395,12 +456,29 @@ func (s *logSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *me
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: log subscriber: %w", err)
 	}
-	out, err := sub.Subscribe(ctx, topic)
+	in, err := sub.Subscribe(ctx, topic)
 	if err != nil {
 		_ = sub.Close()
 		return nil, fmt.Errorf("sqlite: subscribe to %s: %w", topic, err)
 	}
-	s.subs = append(s.subs, sub)
+	ls.inner = sub
+	s.subs = append(s.subs, ls)
+
+	out := make(chan *message.Message)
+	s.relays.Add(1)
+	go func() {
+		defer s.relays.Done()
+		defer close(out)
+		for msg := range in {
+			ls.delivered(msg)
+			select {
+			case out <- msg:
+			case <-s.closing:
+				// Dropped unacked; drain until watermill-sql stops.
+			case <-ctx.Done():
+			}
+		}
+	}()
 	return out, nil
 }
 
@@ -420,15 +498,19 @@ func (s *logSubscriber) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.closing)
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
 
+	for _, sub := range subs {
+		sub.settle(time.Second)
+	}
+	close(s.closing)
 	var errs []error
 	for _, sub := range subs {
-		errs = append(errs, sub.Close())
+		errs = append(errs, sub.inner.Close())
 	}
+	s.relays.Wait()
 	return errors.Join(errs...)
 }
 
@@ -437,6 +519,7 @@ func (s *logSubscriber) Close() error {
 // an idle subscriber waits; it returns as soon as a local publisher commits
 // to the topic or the subscription ends.
 type wakeBackoff struct {
+	sub     *logSubscription
 	sig     *signal
 	seen    uint64
 	poll    time.Duration
@@ -461,6 +544,8 @@ func (b *wakeBackoff) done() bool {
 }
 
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	// The batch transaction has ended: any Ack it saw is settled.
+	b.sub.progress()
 	if err != nil {
 		if b.done() {
 			return 0

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ func newBenchCommand() *cobra.Command {
 	var subjobs int64
 	var jobs, rawN int
 	var asJSON bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench [--subjobs N] [--jobs J] [--workers W] [--json]",
 		Short: "Measure the engine: no-op synthetic jobs from submit to JobCompleted, beside the transport's raw rate",
@@ -90,6 +92,17 @@ them from the first submit to the last JobCompleted.`,
 				return fmt.Errorf("measure raw transport rate: %w", err)
 			}
 
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			perJob := subjobs / int64(jobs)
 			start := time.Now()
 			ids := make([]string, jobs)
@@ -146,6 +159,7 @@ them from the first submit to the last JobCompleted.`,
 	cmd.Flags().IntVar(&jobs, "jobs", 1, "jobs submitted at once")
 	cmd.Flags().IntVar(&rawN, "raw-messages", 0, "messages for the raw transport measurement (default: the sub-job count, 1,000–50,000)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured run to this file")
 	return cmd
 }
 

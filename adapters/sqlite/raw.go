@@ -1,0 +1,117 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+const rawBatch = 500
+
+// MeasureRawThroughput reports the event-log transport's ceiling on db:
+// it publishes n small messages in batches of 500 through the log publisher
+// while a log subscriber (consumer group "raw-bench") consumes and acks them,
+// and returns n divided by the time from the first publish to the last
+// message consumed. The scratch topic's tables are dropped afterwards.
+func MeasureRawThroughput(ctx context.Context, db *DB, n int) (msgsPerSec float64, err error) {
+	if n <= 0 {
+		return 0, errors.New("sqlite: raw throughput needs n > 0")
+	}
+	topic := "jobmill_raw_bench." + watermill.NewShortUUID()
+	if err := InitializeLogTopics(ctx, db, topic); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if dropErr := dropLogTopic(db, topic); dropErr != nil {
+			err = errors.Join(err, dropErr)
+		}
+	}()
+
+	pub, err := NewLogPublisher(db, nil)
+	if err != nil {
+		return 0, err
+	}
+	sub, err := NewLogSubscriber(db, "raw-bench", LogSubscriberConfig{}, nil)
+	if err != nil {
+		return 0, err
+	}
+	// Runs before dropLogTopic: the subscriber must release the write
+	// connection and stop querying the tables first.
+	defer func() { err = errors.Join(err, sub.Close()) }()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, err := sub.Subscribe(runCtx, topic)
+	if err != nil {
+		return 0, err
+	}
+
+	payload := []byte(`{"n":0}`)
+	start := time.Now()
+	pubDone := make(chan error, 1)
+	go func() {
+		for sent := 0; sent < n; sent += rawBatch {
+			batch := make([]*message.Message, min(rawBatch, n-sent))
+			for i := range batch {
+				batch[i] = message.NewMessage(watermill.NewUUID(), payload)
+				batch[i].SetContext(runCtx)
+			}
+			if err := pub.Publish(topic, batch...); err != nil {
+				pubDone <- err
+				return
+			}
+		}
+		pubDone <- nil
+	}()
+	// The publisher goroutine must end before this function returns.
+	pubPending := true
+	defer func() {
+		cancel()
+		if pubPending {
+			<-pubDone
+		}
+	}()
+
+	for got := 0; got < n; {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				return 0, errors.New("sqlite: raw throughput: subscription closed early")
+			}
+			msg.Ack()
+			got++
+		case err := <-pubDone:
+			pubPending = false
+			if err != nil {
+				return 0, fmt.Errorf("sqlite: raw throughput: publish: %w", err)
+			}
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	elapsed := time.Since(start)
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// dropLogTopic deletes a topic's message and offsets tables.
+func dropLogTopic(db *DB, topic string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := db.InTx(ctx, func(tx *HookTx) error {
+		for _, table := range []string{LogSchema{}.MessagesTable(topic), LogOffsets{}.OffsetsTable(topic)} {
+			if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.logTopics.Delete(topic)
+	if err != nil {
+		return fmt.Errorf("sqlite: drop tables of topic %s: %w", topic, err)
+	}
+	return nil
+}
