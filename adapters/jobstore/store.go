@@ -86,10 +86,57 @@ func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect) error {
 }
 
 // Update runs fn in one write transaction, joining the log subscriber's transaction when ctx carries one.
+//
+// Inside a joined transaction (a batch of up to a hundred events of the log), job rows are written once,
+// just before the batch commits, instead of once per event: the fan-in of a batch of completions then
+// costs one job-row write. The batch's cache holds each job as of the last successful Update; an Update
+// that fails leaves it untouched, matching its rolled-back savepoint.
 func (s *SQLite) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx) error) error {
-	return s.db.InTx(ctx, func(htx *sqlite.HookTx) error {
-		return fn(ctx, &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger, stmts: s.stmts})
+	var cache *jobCache
+	if outer, ok := sqlite.TxFromContext(ctx); ok {
+		cache = s.batchCache(ctx, outer)
+	}
+	var view *sqliteTx
+	err := s.db.InTx(ctx, func(htx *sqlite.HookTx) error {
+		view = &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger, stmts: s.stmts, cache: cache}
+		return fn(ctx, view)
 	})
+	if err == nil && cache != nil {
+		for id, j := range view.staged {
+			cache.jobs[id] = j
+			cache.dirty[id] = true
+		}
+	}
+	return err
+}
+
+// jobCache holds the jobs of one batch transaction.
+type jobCache struct {
+	jobs  map[string]*job.Job
+	dirty map[string]bool
+}
+
+type jobCacheKey struct{}
+
+// batchCache returns the job cache of a batch transaction, registering its flush on first use. It runs
+// outside Update's savepoint so that the flush is never dropped with a failed Update.
+func (s *SQLite) batchCache(ctx context.Context, outer *sqlite.HookTx) *jobCache {
+	if c, ok := outer.Value(jobCacheKey{}).(*jobCache); ok {
+		return c
+	}
+	c := &jobCache{jobs: map[string]*job.Job{}, dirty: map[string]bool{}}
+	outer.SetValue(jobCacheKey{}, c)
+	flushCtx := context.WithoutCancel(ctx)
+	outer.BeforeCommit(func() error {
+		view := &sqliteTx{htx: outer, tx: outer.SQL(), logger: s.logger, stmts: s.stmts}
+		for id := range c.dirty {
+			if err := view.writeJob(flushCtx, c.jobs[id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return c
 }
 
 type sqliteTx struct {
@@ -97,6 +144,9 @@ type sqliteTx struct {
 	tx     *sql.Tx
 	logger watermill.LoggerAdapter
 	stmts  map[string]*sql.Stmt
+	// cache and staged implement write-behind of job rows in batch transactions (nil cache: write-through).
+	cache  *jobCache
+	staged map[string]*job.Job
 }
 
 // stmt returns the prepared statement for q bound to this transaction.
@@ -138,6 +188,16 @@ func scanJob(row scanner) (*job.Job, error) {
 }
 
 func (t *sqliteTx) Job(ctx context.Context, id string) (*job.Job, error) {
+	if t.cache != nil {
+		if j, ok := t.staged[id]; ok {
+			c := *j
+			return &c, nil
+		}
+		if j, ok := t.cache.jobs[id]; ok {
+			c := *j
+			return &c, nil
+		}
+	}
 	return scanJob(t.stmt(ctx, qJob).QueryRowContext(ctx, id))
 }
 
@@ -170,6 +230,18 @@ func (t *sqliteTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey str
 }
 
 func (t *sqliteTx) SaveJob(ctx context.Context, j *job.Job) error {
+	if t.cache != nil {
+		if t.staged == nil {
+			t.staged = map[string]*job.Job{}
+		}
+		c := *j
+		t.staged[j.ID] = &c
+		return nil
+	}
+	return t.writeJob(ctx, j)
+}
+
+func (t *sqliteTx) writeJob(ctx context.Context, j *job.Job) error {
 	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx,
 		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
 		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),

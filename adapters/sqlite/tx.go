@@ -24,9 +24,11 @@ type HookTx struct {
 	tx *sql.Tx
 	db *DB
 
-	mu    sync.Mutex
-	state txState
-	hooks []func()
+	mu     sync.Mutex
+	state  txState
+	hooks  []func()
+	before []func() error
+	values map[any]any
 
 	savepoints atomic.Uint64
 }
@@ -75,8 +77,47 @@ func (t *HookTx) AfterCommit(fn func()) {
 	}
 }
 
-// Commit commits the transaction and then runs the AfterCommit callbacks.
+// BeforeCommit registers fn to run just before Commit, in registration order; an error from fn rolls the
+// transaction back and is returned by Commit. It lets code buffer writes for the whole transaction (a
+// log subscriber's batch) and write them once. Register it outside any savepoint: DB.InTx drops
+// callbacks registered inside a savepoint it rolls back.
+func (t *HookTx) BeforeCommit(fn func() error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state == txOpen {
+		t.before = append(t.before, fn)
+	}
+}
+
+// Value returns what SetValue stored under key in this transaction, or nil.
+func (t *HookTx) Value(key any) any {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.values[key]
+}
+
+// SetValue stores per-transaction state (a cache that must not outlive the transaction).
+func (t *HookTx) SetValue(key, v any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.values == nil {
+		t.values = map[any]any{}
+	}
+	t.values[key] = v
+}
+
+// Commit runs the BeforeCommit callbacks, commits the transaction and then runs the AfterCommit callbacks.
 func (t *HookTx) Commit() error {
+	t.mu.Lock()
+	before := t.before
+	t.before = nil
+	t.mu.Unlock()
+	for _, fn := range before {
+		if err := fn(); err != nil {
+			_ = t.Rollback()
+			return fmt.Errorf("sqlite: before commit: %w", err)
+		}
+	}
 	if err := t.tx.Commit(); err != nil {
 		t.finish(txRolledBack)
 		return err
@@ -102,7 +143,7 @@ func (t *HookTx) finish(s txState) []func() {
 	}
 	t.state = s
 	hooks := t.hooks
-	t.hooks = nil
+	t.hooks, t.before, t.values = nil, nil, nil
 	return hooks
 }
 
@@ -120,13 +161,16 @@ func (t *HookTx) inSavepoint(ctx context.Context, fn func(tx *HookTx) error) (er
 		return fmt.Errorf("sqlite: savepoint: %w", err)
 	}
 	t.mu.Lock()
-	mark := len(t.hooks)
+	mark, beforeMark := len(t.hooks), len(t.before)
 	t.mu.Unlock()
 
 	undo := func() error {
 		t.mu.Lock()
 		if len(t.hooks) > mark {
 			t.hooks = t.hooks[:mark]
+		}
+		if len(t.before) > beforeMark {
+			t.before = t.before[:beforeMark]
 		}
 		t.mu.Unlock()
 		// Not ctx: the savepoint must be undone even when ctx caused the failure.

@@ -207,6 +207,9 @@ func (j *Job) CompleteStep1(total int64, window int, now time.Time) (Effects, Ou
 	case j.State != StateStep1Running:
 		return Effects{}, Duplicate
 	}
+	if total < 0 {
+		return j.fail(fmt.Sprintf("step 1 reported %d sub-jobs", total), now), Applied
+	}
 	j.Steps[0].FinishedAt = now
 	j.Steps[1].StartedAt = now
 	j.State = StateStep2Running
@@ -401,6 +404,15 @@ func (j *Job) Tick(now time.Time) (Effects, Outcome) {
 	j.TimedOut++
 	return j.StepAttemptFailed(step, j.StepAttempt,
 		fmt.Sprintf("attempt %d timed out after %s", j.StepAttempt, j.Policy.StepTimeout), now)
+}
+
+// Abort fails a running job because its stored state cannot be continued (for instance sub-jobs missing
+// from the store). Failing it loudly beats redelivering the same event forever.
+func (j *Job) Abort(reason string, now time.Time) Effects {
+	if j.State.Terminal() {
+		return Effects{}
+	}
+	return j.fail(reason, now)
 }
 
 // Cancel stops the job: nothing more is dispatched and every later report is late.

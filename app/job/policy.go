@@ -74,13 +74,13 @@ func (p Policy) Validate() error {
 	if p.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("max attempts must be at least 1 (got %d)", p.MaxAttempts))
 	}
-	if p.Backoff.Initial < 0 || p.Backoff.Max < 0 || p.Backoff.Multiplier < 1 {
+	if p.Backoff.Initial < 0 || p.Backoff.Max < 0 || !(p.Backoff.Multiplier >= 1) { // NaN fails too
 		errs = append(errs, fmt.Errorf("backoff needs initial ≥ 0, max ≥ 0, multiplier ≥ 1 (got %+v)", p.Backoff))
 	}
 	if p.ToleratedFailures < 0 {
 		errs = append(errs, fmt.Errorf("tolerated failures must not be negative (got %d)", p.ToleratedFailures))
 	}
-	if p.ToleratedFailurePercent < 0 || p.ToleratedFailurePercent > 100 {
+	if !(p.ToleratedFailurePercent >= 0 && p.ToleratedFailurePercent <= 100) { // NaN fails too
 		errs = append(errs, fmt.Errorf("tolerated failure percent must be within 0–100 (got %g)", p.ToleratedFailurePercent))
 	}
 	return errors.Join(errs...)
@@ -94,6 +94,9 @@ func (b Backoff) Delay(next int) time.Duration {
 	d := float64(b.Initial) * math.Pow(b.Multiplier, float64(next-2))
 	if b.Max > 0 && d > float64(b.Max) {
 		return b.Max
+	}
+	if d >= math.MaxInt64 {
+		return math.MaxInt64 // uncapped growth saturates rather than overflowing into a negative delay
 	}
 	return time.Duration(d)
 }

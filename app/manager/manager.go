@@ -78,10 +78,16 @@ func (m *Manager) apply(ctx context.Context, jobID string, decide decision) erro
 		}
 		if fx.Dispatch.Len() > 0 {
 			cmds, err := m.dispatch(ctx, tx, j, fx.Dispatch, now)
-			if err != nil {
+			var missing *missingSubJobsError
+			switch {
+			case errors.As(err, &missing):
+				m.logger.Error("job aborted: its sub-jobs are missing from the store", "job", j.ID, "err", err)
+				fx.Merge(j.Abort(err.Error(), now))
+			case err != nil:
 				return err
+			default:
+				fx.Commands = append(fx.Commands, cmds...)
 			}
-			fx.Commands = append(fx.Commands, cmds...)
 		}
 		if err := tx.SaveJob(ctx, j); err != nil {
 			return err
@@ -107,7 +113,8 @@ func (m *Manager) afterCommit(tx job.Tx, j *job.Job, before job.State, fx job.Ef
 			m.observer.Absorbed(jobID, outcome)
 		}
 		if closed != nil {
-			m.observer.Step2Closed(jobID, time.Since(closed.LastOutcomeAt))
+			// The manager's clock, not the wall clock: LastOutcomeAt was read from it too.
+			m.observer.Step2Closed(jobID, m.now().Sub(closed.LastOutcomeAt))
 		}
 		if state != before && state.Terminal() {
 			m.observer.JobEnded(jobID, state)
@@ -122,7 +129,7 @@ func (m *Manager) dispatch(ctx context.Context, tx job.Tx, j *job.Job, r job.Ran
 		return nil, fmt.Errorf("dispatch sub-jobs %d..%d of job %s: %w", r.From, r.To, j.ID, err)
 	}
 	if int64(len(subs)) != r.Len() {
-		return nil, fmt.Errorf("dispatch sub-jobs %d..%d of job %s: found %d of %d pending", r.From, r.To, j.ID, len(subs), r.Len())
+		return nil, &missingSubJobsError{jobID: j.ID, r: r, found: len(subs)}
 	}
 	cmds := make([]job.Message, len(subs))
 	for i, s := range subs {
@@ -132,6 +139,17 @@ func (m *Manager) dispatch(ctx context.Context, tx job.Tx, j *job.Job, r job.Ran
 		return nil, fmt.Errorf("dispatch sub-jobs of job %s: %w", j.ID, err)
 	}
 	return cmds, nil
+}
+
+// missingSubJobsError: step 1 reported more sub-jobs than the store holds pending in a range.
+type missingSubJobsError struct {
+	jobID string
+	r     job.Range
+	found int
+}
+
+func (e *missingSubJobsError) Error() string {
+	return fmt.Sprintf("dispatch sub-jobs %d..%d of job %s: found %d of %d pending", e.r.From, e.r.To, e.jobID, e.found, e.r.Len())
 }
 
 // OnJobStarted sends step 1 to a worker.
