@@ -35,21 +35,21 @@ type SQLite struct {
 // Statements of the hot path, prepared once on the write connection: SQLite parses a statement on every
 // unprepared call, and parsing cost more than executing in the fan-in.
 const (
-	qJob            = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`
-	qSubJob         = `SELECT ` + subJobColumns + ` FROM subjobs WHERE job_id = ? AND idx = ?`
-	qSaveJob        = `UPDATE jobs SET state = ?, seq = ?, total = ?, next_index = ?, in_flight = ?,
+	qJob     = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ?`
+	qSubJob  = `SELECT ` + subJobColumns + ` FROM subjobs WHERE job_id = ? AND idx = ?`
+	qSaveJob = `UPDATE jobs SET state = ?, seq = ?, total = ?, next_index = ?, in_flight = ?,
 		succeeded = ?, failed = ?, retries = ?, timed_out = ?, duplicates = ?, late = ?, step_attempt = ?,
 		step_deadline = ?, output = ?, error = ?, updated_at = ?, s1_started_at = ?, s1_finished_at = ?,
 		s2_started_at = ?, s2_finished_at = ?, s3_started_at = ?, s3_finished_at = ?, ended_at = ? WHERE id = ?`
-	qSaveSubJob     = `UPDATE subjobs SET state = ?, attempt = ?, result = ?, last_error = ?, due_at = ?,
+	qSaveSubJob = `UPDATE subjobs SET state = ?, attempt = ?, result = ?, last_error = ?, due_at = ?,
 		started_at = ?, finished_at = ? WHERE job_id = ? AND idx = ?`
-	qPending        = `SELECT ` + subJobColumns + ` FROM subjobs
+	qPending = `SELECT ` + subJobColumns + ` FROM subjobs
 		WHERE job_id = ? AND idx >= ? AND idx < ? AND state = 'PENDING' ORDER BY idx`
 	qSaveDispatched = `UPDATE subjobs SET state = ?, attempt = ?, due_at = ?, started_at = ?
 		WHERE job_id = ? AND idx >= ? AND idx <= ? AND state = 'PENDING'`
-	qDue            = `SELECT ` + subJobColumns + ` FROM subjobs
+	qDue = `SELECT ` + subJobColumns + ` FROM subjobs
 		WHERE job_id = ? AND state IN ('RUNNING', 'RETRY_WAIT') AND due_at <= ? ORDER BY due_at LIMIT ?`
-	qAddSubJob      = `INSERT INTO subjobs (job_id, idx, state, input) VALUES (?, ?, 'PENDING', ?)
+	qAddSubJob = `INSERT INTO subjobs (job_id, idx, state, input) VALUES (?, ?, 'PENDING', ?)
 		ON CONFLICT (job_id, idx) DO NOTHING`
 )
 
@@ -150,7 +150,9 @@ type sqliteTx struct {
 }
 
 // stmt returns the prepared statement for q bound to this transaction.
-func (t *sqliteTx) stmt(ctx context.Context, q string) *sql.Stmt { return t.tx.StmtContext(ctx, t.stmts[q]) }
+func (t *sqliteTx) stmt(ctx context.Context, q string) *sql.Stmt {
+	return t.tx.StmtContext(ctx, t.stmts[q])
+}
 
 func (t *sqliteTx) AfterCommit(fn func()) { t.htx.AfterCommit(fn) }
 

@@ -22,7 +22,7 @@ type BatchingPublisher struct {
 	// flushing serialises flushes per topic: one batch at a time is in flight while the next one fills.
 	flushing map[string]*sync.Mutex
 	closed   bool
-	wg      sync.WaitGroup
+	wg       sync.WaitGroup
 }
 
 type batch struct {

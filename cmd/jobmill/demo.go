@@ -98,4 +98,3 @@ func showOutbox(out interface{ Write([]byte) (int, error) }, cfg config.Config, 
 	fmt.Fprintf(out, "\n%s", summary)
 	return nil
 }
-
