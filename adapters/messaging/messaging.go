@@ -5,6 +5,7 @@ package messaging
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
@@ -28,8 +29,9 @@ const (
 	ManagerGroup = "manager"
 )
 
-// Marshaler is the CQRS marshaler for events and commands. It adds the partition key to every message.
-var Marshaler cqrs.CommandEventMarshaler = cqrs.CommandEventMarshalerDecorator{
+// Marshaler is the CQRS marshaler for events and commands. It adds the partition key to every message
+// and reports every message it cannot decode as a *DecodeError, which the router moves to the poison topic.
+var Marshaler cqrs.CommandEventMarshaler = decodeChecking{cqrs.CommandEventMarshalerDecorator{
 	CommandEventMarshaler: cqrs.JSONMarshaler{GenerateName: cqrs.StructName},
 	DecorateFunc: func(v any, msg *message.Message) error {
 		m, ok := v.(job.Message)
@@ -39,6 +41,28 @@ var Marshaler cqrs.CommandEventMarshaler = cqrs.CommandEventMarshalerDecorator{
 		msg.Metadata.Set(PartitionKeyMetadata, m.JobKey())
 		return nil
 	},
+}}
+
+// DecodeError: a message can never be decoded (broken payload, or no job id). Retrying cannot help.
+type DecodeError struct {
+	Name string
+	Err  error
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("cannot decode %s: %v", e.Name, e.Err) }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+type decodeChecking struct{ cqrs.CommandEventMarshaler }
+
+func (m decodeChecking) Unmarshal(msg *message.Message, v any) error {
+	name := m.NameFromMessage(msg)
+	if err := m.CommandEventMarshaler.Unmarshal(msg, v); err != nil {
+		return &DecodeError{Name: name, Err: err}
+	}
+	if jm, ok := v.(job.Message); ok && jm.JobKey() == "" {
+		return &DecodeError{Name: name, Err: errors.New("no job id")}
+	}
+	return nil
 }
 
 // Encode marshals messages for publishing in one batch.

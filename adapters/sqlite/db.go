@@ -41,6 +41,9 @@ type DB struct {
 	logTopics sync.Map
 	// queueReady is set once the queue table is known to exist.
 	queueReady atomic.Bool
+	// savepoint statements, prepared once: a log batch opens one savepoint per message, and parsing
+	// them each time cost as much as the message's own work.
+	spBegin, spRelease, spRollback *sql.Stmt
 }
 
 // Open opens (creating if needed) the SQLite database at path, in WAL mode.
@@ -100,8 +103,25 @@ func Open(path string) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
 	}
 
-	return &DB{Write: write, Read: read, Path: path, notify: newNotifier()}, nil
+	db := &DB{Write: write, Read: read, Path: path, notify: newNotifier()}
+	for q, dst := range map[string]**sql.Stmt{
+		"SAVEPOINT " + savepointName:   &db.spBegin,
+		"RELEASE " + savepointName:     &db.spRelease,
+		"ROLLBACK TO " + savepointName: &db.spRollback,
+	} {
+		if *dst, err = write.Prepare(q); err != nil {
+			_ = read.Close()
+			_ = write.Close()
+			return nil, fmt.Errorf("sqlite: prepare %q on %s: %w", q, path, err)
+		}
+	}
+	return db, nil
 }
+
+// savepointName is shared by nested savepoints: SQLite resolves RELEASE and ROLLBACK TO to the innermost
+// savepoint of that name, which is the one the current call opened.
+const savepointName = "jobmill_sp"
+
 
 // Close closes both pools.
 func (db *DB) Close() error {

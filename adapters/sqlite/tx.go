@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 )
@@ -29,8 +28,6 @@ type HookTx struct {
 	hooks  []func()
 	before []func() error
 	values map[any]any
-
-	savepoints atomic.Uint64
 }
 
 type txState int
@@ -156,8 +153,7 @@ func (t *HookTx) isOpen() bool {
 // inSavepoint runs fn inside a savepoint of t, so an error undoes fn's writes
 // and callbacks without aborting the enclosing transaction.
 func (t *HookTx) inSavepoint(ctx context.Context, fn func(tx *HookTx) error) (err error) {
-	name := fmt.Sprintf("jobmill_sp_%d", t.savepoints.Add(1))
-	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
+	if _, err := t.tx.StmtContext(ctx, t.db.spBegin).ExecContext(ctx); err != nil {
 		return fmt.Errorf("sqlite: savepoint: %w", err)
 	}
 	t.mu.Lock()
@@ -175,10 +171,10 @@ func (t *HookTx) inSavepoint(ctx context.Context, fn func(tx *HookTx) error) (er
 		t.mu.Unlock()
 		// Not ctx: the savepoint must be undone even when ctx caused the failure.
 		bg := context.WithoutCancel(ctx)
-		if _, err := t.tx.ExecContext(bg, "ROLLBACK TO "+name); err != nil {
+		if _, err := t.tx.StmtContext(bg, t.db.spRollback).ExecContext(bg); err != nil {
 			return err
 		}
-		_, err := t.tx.ExecContext(bg, "RELEASE "+name)
+		_, err := t.tx.StmtContext(bg, t.db.spRelease).ExecContext(bg)
 		return err
 	}
 
@@ -195,7 +191,7 @@ func (t *HookTx) inSavepoint(ctx context.Context, fn func(tx *HookTx) error) (er
 		}
 		return err
 	}
-	if _, err := t.tx.ExecContext(ctx, "RELEASE "+name); err != nil {
+	if _, err := t.tx.StmtContext(ctx, t.db.spRelease).ExecContext(ctx); err != nil {
 		_ = undo()
 		return fmt.Errorf("sqlite: release savepoint: %w", err)
 	}

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 
@@ -31,16 +32,22 @@ func init() {
 	}
 }
 
-// Poison moves a message that can never be processed — unknown name, undecodable payload, no job id — to
-// the poison topic with the reason, and acks it, so that it neither crashes the process nor blocks the
-// partition or queue behind it. Handler errors are not poison: they are retried, since a database that
-// is briefly away must not cost a message.
+// Poison moves a message that can never be processed — no name, an unknown name, an undecodable payload,
+// no job id — to the poison topic with the reason, and acks it, so that it neither crashes the process nor
+// blocks the partition or queue behind it. Names are checked before the handler runs; payloads are decoded
+// once, by the handler, whose *messaging.DecodeError lands here. Other handler errors are not poison: they
+// are retried, since a database that is briefly away must not cost a message.
 func Poison(pub message.Publisher, logger watermill.LoggerAdapter) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			reason := malformed(msg)
+			reason := unknownName(msg)
 			if reason == "" {
-				return h(msg)
+				out, err := h(msg)
+				var decodeErr *messaging.DecodeError
+				if !errors.As(err, &decodeErr) {
+					return out, err
+				}
+				reason = decodeErr.Error()
 			}
 			poisoned := msg.Copy()
 			poisoned.Metadata.Set(PoisonReasonMetadata, reason)
@@ -59,21 +66,13 @@ func Poison(pub message.Publisher, logger watermill.LoggerAdapter) message.Handl
 	}
 }
 
-func malformed(msg *message.Message) string {
+func unknownName(msg *message.Message) string {
 	name := messaging.Marshaler.NameFromMessage(msg)
 	if name == "" {
 		return "no message name in metadata"
 	}
-	t, ok := knownMessages[name]
-	if !ok {
+	if _, ok := knownMessages[name]; !ok {
 		return fmt.Sprintf("unknown message name %q", name)
-	}
-	v := reflect.New(t)
-	if err := messaging.Marshaler.Unmarshal(msg, v.Interface()); err != nil {
-		return fmt.Sprintf("cannot decode %s: %v", name, err)
-	}
-	if v.Elem().Interface().(job.Message).JobKey() == "" {
-		return fmt.Sprintf("%s without a job id", name)
 	}
 	return ""
 }
