@@ -122,7 +122,6 @@ func Open(path string) (*DB, error) {
 // savepoint of that name, which is the one the current call opened.
 const savepointName = "jobmill_sp"
 
-
 // Close closes both pools.
 func (db *DB) Close() error {
 	err := errors.Join(db.Read.Close(), db.Write.Close())

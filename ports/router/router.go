@@ -47,7 +47,9 @@ func New(a app.Application, tr Transport, cfg Config, logger watermill.LoggerAda
 	r.AddMiddleware(
 		Poison(tr.PoisonPublisher, logger),
 		middleware.Retry{MaxRetries: 3, InitialInterval: 20 * time.Millisecond, MaxInterval: time.Second, Multiplier: 2, Logger: logger,
-			ShouldRetry: func(p middleware.RetryParams) bool { return !errors.Is(p.Err, context.Canceled) && !errors.As(p.Err, new(*messaging.DecodeError)) }}.Middleware,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !errors.Is(p.Err, context.Canceled) && !errors.As(p.Err, new(*messaging.DecodeError))
+			}}.Middleware,
 		middleware.Recoverer,
 	)
 	if cfg.Manager {
