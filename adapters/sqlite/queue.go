@@ -40,7 +40,9 @@ const (
 	queueTable = "jobmill_queue"
 
 	defaultQueueConcurrency = 16
-	defaultQueueLease       = 30 * time.Second
+	// defaultQueueLease is how soon work held by a crashed process goes to another worker. Live holders
+	// extend their leases every Lease/3, so a short lease costs a few cheap updates, not redeliveries.
+	defaultQueueLease = 10 * time.Second
 	defaultQueueNackDelay   = 100 * time.Millisecond
 	defaultQueuePoll        = 50 * time.Millisecond
 	queueRetryInterval      = 100 * time.Millisecond

@@ -132,6 +132,7 @@ func Definition(outboxDir string) jobtype.Definition {
 			var b bytes.Buffer
 			fmt.Fprintf(&b, "To: %s@example.com\nSubject: Invoices for %s, period %s\nIdempotency-Key: %s\n\n", in.AccountManager, in.AccountManager, in.Period, sc.IdempotencyKey)
 			fmt.Fprintf(&b, "Customers:      %d\nInvoices sent:  %d\nFailed:         %d\nTotal invoiced: %s\n", s.Total, count, s.Failed, money(total))
+			removeStaleTemps(filepath.Join(outboxDir, sc.JobID))
 			file := filepath.Join(outboxDir, sc.JobID, "summary-"+in.AccountManager+".eml")
 			if err := writeOnce(file, b.Bytes()); err != nil {
 				return nil, err
@@ -164,6 +165,15 @@ func renderInvoice(c customer, sc jobtype.SubJobContext) []byte {
 }
 
 func money(cents int64) string { return fmt.Sprintf("EUR %d.%02d", cents/100, cents%100) }
+
+// removeStaleTemps deletes temporary files that a worker killed in the middle of writeOnce left behind.
+// Step 3 runs after every sub-job has its final outcome, so no write of this job is still in progress.
+func removeStaleTemps(dir string) {
+	temps, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
+	for _, t := range temps {
+		_ = os.Remove(t)
+	}
+}
 
 // writeOnce writes the file under its final name atomically, so a retry or a redelivered sub-job leaves
 // exactly one complete file: the name is derived from the idempotent unit of work, and a file that
