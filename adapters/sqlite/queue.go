@@ -42,10 +42,10 @@ const (
 	defaultQueueConcurrency = 16
 	// defaultQueueLease is how soon work held by a crashed process goes to another worker. Live holders
 	// extend their leases every Lease/3, so a short lease costs a few cheap updates, not redeliveries.
-	defaultQueueLease = 10 * time.Second
-	defaultQueueNackDelay   = 100 * time.Millisecond
-	defaultQueuePoll        = 50 * time.Millisecond
-	queueRetryInterval      = 100 * time.Millisecond
+	defaultQueueLease     = 10 * time.Second
+	defaultQueueNackDelay = 100 * time.Millisecond
+	defaultQueuePoll      = 50 * time.Millisecond
+	queueRetryInterval    = 100 * time.Millisecond
 
 	// queueInsertChunk keeps one INSERT under SQLite's bound-parameter limit
 	// (six per row).
