@@ -45,6 +45,31 @@ type Service struct {
 	wmLogger watermill.LoggerAdapter
 	closers  []func() error
 	once     sync.Once
+
+	subsMu      sync.Mutex
+	subscribers []message.Subscriber
+}
+
+// track remembers a subscriber so that Run closes it before the database closes: the router closes
+// subscribers asynchronously, and a queue subscriber still flushing acks needs the database open.
+func (s *Service) track(sub message.Subscriber, err error) (message.Subscriber, error) {
+	if err == nil {
+		s.subsMu.Lock()
+		s.subscribers = append(s.subscribers, sub)
+		s.subsMu.Unlock()
+	}
+	return sub, err
+}
+
+func (s *Service) closeSubscribers() {
+	s.subsMu.Lock()
+	subs := s.subscribers
+	s.subsMu.Unlock()
+	for _, sub := range subs {
+		if err := sub.Close(); err != nil {
+			s.logger.Warn("closing a subscriber failed", "err", err)
+		}
+	}
 }
 
 // Options are what New needs besides the configuration.
@@ -147,10 +172,10 @@ func (s *Service) build(opts Options) error {
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
-			return sqlite.NewLogSubscriber(s.db, group, sqlite.LogSubscriberConfig{}, s.wmLogger)
+			return s.track(sqlite.NewLogSubscriber(s.db, group, sqlite.LogSubscriberConfig{}, s.wmLogger))
 		},
 		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
-			return sqlite.NewQueueSubscriber(s.db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, s.wmLogger)
+			return s.track(sqlite.NewQueueSubscriber(s.db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, s.wmLogger))
 		},
 		PoisonPublisher: logPub,
 	}
@@ -223,6 +248,7 @@ func (s *Service) Run(ctx context.Context) error {
 	_ = srv.Shutdown(shutdownCtx)
 	_ = s.router.Close()
 	wg.Wait()
+	s.closeSubscribers()
 	return runErr
 }
 

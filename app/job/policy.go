@@ -16,7 +16,7 @@ type Policy struct {
 	StepTimeout time.Duration `json:"step_timeout"`
 	// MaxAttempts is how many times a sub-job (or step 1/3) is tried before it is marked failed.
 	MaxAttempts int `json:"max_attempts"`
-	// Backoff spaces the attempts.
+	// Backoff spaces the attempts of a sub-job (steps 1 and 3 are retried at once).
 	Backoff Backoff `json:"backoff"`
 	// ToleratedFailures is how many sub-jobs may fail for good before the job fails.
 	ToleratedFailures int64 `json:"tolerated_failures"`

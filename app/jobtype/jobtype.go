@@ -99,10 +99,10 @@ func (d Definition) Validate() error {
 		errs = append(errs, errors.New("name is empty"))
 	}
 	if d.Split == nil {
-		errs = append(errs, errors.New("Split is nil"))
+		errs = append(errs, errors.New("no Split function"))
 	}
 	if d.SubJob == nil {
-		errs = append(errs, errors.New("SubJob is nil"))
+		errs = append(errs, errors.New("no SubJob function"))
 	}
 	if err := d.Policy.WithDefaults().Validate(); err != nil {
 		errs = append(errs, err)
