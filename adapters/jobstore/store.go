@@ -458,6 +458,29 @@ func (s *SQLite) ListJobs(ctx context.Context, f job.ListFilter) ([]*job.Job, er
 	return out, rows.Err()
 }
 
+func (s *SQLite) DueJobs(ctx context.Context, now time.Time, afterID string, limit int) ([]string, error) {
+	at := micros(now)
+	rows, err := s.db.Read.QueryContext(ctx, `SELECT id FROM jobs j
+		WHERE state IN ('STEP1_RUNNING', 'STEP2_RUNNING', 'STEP3_RUNNING') AND id > ?
+		AND ((step_attempt > 0 AND step_deadline <= ?)
+		  OR (state = 'STEP2_RUNNING' AND EXISTS (SELECT 1 FROM subjobs s
+		        WHERE s.job_id = j.id AND s.state IN ('RUNNING', 'RETRY_WAIT') AND s.due_at <= ?)))
+		ORDER BY id LIMIT ?`, afterID, at, at, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 func (s *SQLite) CountSubJobs(ctx context.Context, jobID string) (map[job.SubJobState]int64, error) {
 	rows, err := s.db.Read.QueryContext(ctx, `SELECT state, COUNT(*) FROM subjobs WHERE job_id = ? GROUP BY state`, jobID)
 	if err != nil {

@@ -565,8 +565,13 @@ func (q *queueSubscription) nacked(m claimedMsg) {
 		`UPDATE `+queueTable+` SET available_at = ? WHERE "offset" = ? AND deliveries = ?`,
 		due.UnixMilli(), m.offset, m.deliveries)
 	if err != nil {
-		// Keep it held: Close releases it, or the lease expires.
-		q.logger.Error("Could not nack queue message", err, watermill.LogFields{"msg_uuid": m.msg.UUID})
+		// Stop holding it: the heartbeat no longer extends its lease, so it is redelivered once the
+		// lease runs out, and its worker slot is free again meanwhile.
+		q.logger.Error("Could not nack queue message; it returns when its lease expires", err, watermill.LogFields{"msg_uuid": m.msg.UUID})
+		q.mu.Lock()
+		delete(q.held, m.offset)
+		q.mu.Unlock()
+		q.signalFreed()
 		return
 	}
 	q.mu.Lock()

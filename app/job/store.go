@@ -55,6 +55,9 @@ type Reader interface {
 	CountSubJobs(ctx context.Context, jobID string) (map[SubJobState]int64, error)
 	// ForEachResult streams the results of a job's succeeded sub-jobs in index order.
 	ForEachResult(ctx context.Context, jobID string, fn func(index int64, result []byte) error) error
+	// DueJobs lists running jobs that have something for the tick to do at now: an attempt past its
+	// deadline or a retry that is due. Ticking only those keeps an idle engine quiet.
+	DueJobs(ctx context.Context, now time.Time, afterID string, limit int) ([]string, error)
 	// ListSubJobs pages through a job's sub-jobs in index order (inputs and results left out).
 	ListSubJobs(ctx context.Context, jobID string, state SubJobState, afterIndex int64, limit int) ([]*SubJob, error)
 }

@@ -236,6 +236,12 @@ func (m *Manager) OnStepFailed(ctx context.Context, e *job.StepFailed) error {
 	})
 }
 
+// OnJobCancelled only tells the observer: the cancel command already changed the job.
+func (m *Manager) OnJobCancelled(_ context.Context, e *job.JobCancelled) error {
+	m.observer.JobEnded(e.JobID, job.StateCancelled)
+	return nil
+}
+
 // OnTick times out attempts that never reported back and starts retries that are due.
 func (m *Manager) OnTick(ctx context.Context, e *job.Tick) error {
 	return m.apply(ctx, e.JobID, func(ctx context.Context, tx job.Tx, j *job.Job, now time.Time) (job.Effects, job.Outcome, error) {

@@ -323,6 +323,31 @@ func (s *memStore) ListSubJobs(_ context.Context, jobID string, state job.SubJob
 	return out, nil
 }
 
+func (s *memStore) DueJobs(_ context.Context, now time.Time, after string, limit int) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, j := range s.state.jobs {
+		if id <= after || j.State.Step() == 0 {
+			continue
+		}
+		due := j.StepAttempt > 0 && !now.Before(j.StepDeadline)
+		for _, sub := range s.state.subs[id] {
+			if (sub.State == job.SubJobRunning && !now.Before(sub.Deadline)) || (sub.State == job.SubJobRetryWait && !now.Before(sub.NextAttemptAt)) {
+				due = true
+			}
+		}
+		if due {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	if limit > 0 && len(ids) > limit {
+		ids = ids[:limit]
+	}
+	return ids, nil
+}
+
 var _ job.Store = (*memStore)(nil)
 
 // Test helpers reading the committed state.

@@ -97,6 +97,7 @@ func addManager(r *message.Router, a app.Application, tr Transport, logger water
 		cqrs.NewGroupEventHandler(m.OnStep3Completed),
 		cqrs.NewGroupEventHandler(m.OnStepFailed),
 		cqrs.NewGroupEventHandler(m.OnTick),
+		cqrs.NewGroupEventHandler(m.OnJobCancelled),
 	)
 }
 

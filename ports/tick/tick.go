@@ -52,27 +52,26 @@ func (t *Ticker) Run(ctx context.Context) error {
 	}
 }
 
-var running = []job.State{job.StateStep1Running, job.StateStep2Running, job.StateStep3Running}
-
-// Once publishes one tick for every running job.
+// Once publishes one tick for every running job that has an attempt past its deadline or a retry due.
+// Jobs with nothing due get no tick, so ticks never crowd the log of a busy engine.
 func (t *Ticker) Once(ctx context.Context) error {
 	after := ""
+	now := t.now()
 	for {
-		jobs, err := t.reader.ListJobs(ctx, job.ListFilter{States: running, AfterID: after, Limit: 500})
+		ids, err := t.reader.DueJobs(ctx, now, after, 500)
 		if err != nil {
 			return err
 		}
-		if len(jobs) == 0 {
+		if len(ids) == 0 {
 			return nil
 		}
-		now := t.now()
-		ticks := make([]job.Message, len(jobs))
-		for i, j := range jobs {
-			ticks[i] = job.Tick{JobID: j.ID, At: now}
+		ticks := make([]job.Message, len(ids))
+		for i, id := range ids {
+			ticks[i] = job.Tick{JobID: id, At: now}
 		}
 		if err := t.events.Publish(ctx, ticks...); err != nil {
 			return err
 		}
-		after = jobs[len(jobs)-1].ID
+		after = ids[len(ids)-1]
 	}
 }
