@@ -46,6 +46,8 @@ const (
 	defaultQueueNackDelay = 100 * time.Millisecond
 	defaultQueuePoll      = 50 * time.Millisecond
 	queueRetryInterval    = 100 * time.Millisecond
+	// claimCoalesce is how long a claim waits for more free slots when only a few are free.
+	claimCoalesce = time.Millisecond
 
 	// queueInsertChunk keeps one INSERT under SQLite's bound-parameter limit
 	// (six per row).
@@ -368,8 +370,10 @@ type queueSubscription struct {
 	logger watermill.LoggerAdapter
 	ctx    context.Context
 	cancel context.CancelFunc
-	out    chan *message.Message
-	sig    *signal
+	// coalesced is set while a claim waits once for more free slots (claimLoop only).
+	coalesced bool
+	out       chan *message.Message
+	sig       *signal
 
 	mu sync.Mutex
 	// held maps the offsets this subscription has claimed and not yet
@@ -419,6 +423,18 @@ func (q *queueSubscription) claimLoop() {
 			}
 			continue
 		}
+		if free < cfg.Concurrency/4 && !q.coalesced {
+			// A few slots are free while many are busy: give other handlers a moment to finish so one
+			// claim statement fetches several messages. Worth it for sub-second work; invisible for
+			// minute-long work.
+			q.coalesced = true
+			select {
+			case <-time.After(claimCoalesce):
+			case <-q.ctx.Done():
+			}
+			continue
+		}
+		q.coalesced = false
 
 		// Taken before the claim so that a publish committed after the
 		// claim's read is not missed by the wait below.
