@@ -67,23 +67,16 @@ them from the first submit to the last JobCompleted.`,
 			if !cmd.Flags().Changed("listen") {
 				cfg.Listen = "127.0.0.1:0"
 			}
-			if os.Getenv("JOBMILL_LOG_LEVEL") == "" {
-				cfg.LogLevel = "warn"
-			}
+			quietByDefault(&cfg)
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			svc, err := openService(ctx, cfg, newLogger(cfg))
+			svc, wait, err := startService(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
 			runErr := make(chan error, 1)
-			go func() { runErr <- svc.Run(ctx) }()
-			select {
-			case <-svc.Running():
-			case err := <-runErr:
-				return err
-			}
+			go func() { runErr <- wait() }()
 			if rawN == 0 {
 				rawN = int(min(max(subjobs, 1000), 50_000))
 			}
@@ -138,7 +131,7 @@ them from the first submit to the last JobCompleted.`,
 				PeakRSSMB: peakRSSMB(), RawMsgsPerSec: raw, RawMessages: rawN, CompletedJobs: completed, DuplicatesSeen: dups,
 			}
 			cancel()
-			<-runErr
+			_ = wait()
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}

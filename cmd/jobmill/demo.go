@@ -33,24 +33,15 @@ customer, then a summary for the account manager), follow it to the end and show
 			if !cmd.Flags().Changed("listen") && os.Getenv(config.EnvPrefix+"LISTEN") == "" {
 				cfg.Listen = "127.0.0.1:0" // a demo must not fail because port 8080 is taken
 			}
-			if os.Getenv(config.EnvPrefix+"LOG_LEVEL") == "" {
-				cfg.LogLevel = "warn"
-			}
+			quietByDefault(&cfg)
 			out := cmd.OutOrStdout()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			svc, err := openService(ctx, cfg, newLogger(cfg))
+			svc, wait, err := startService(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
-			runErr := make(chan error, 1)
-			go func() { runErr <- svc.Run(ctx) }()
-			select {
-			case <-svc.Running():
-			case err := <-runErr:
-				return err
-			}
 
 			input, _ := json.Marshal(invoices.Input{AccountManager: manager, Customers: customers})
 			id, err := svc.App.Commands.SubmitJob.Handle(ctx, command.SubmitJob{Type: invoices.Name, Input: input})
@@ -63,7 +54,7 @@ customer, then a summary for the account manager), follow it to the end and show
 				return err
 			}
 			cancel()
-			if err := <-runErr; err != nil {
+			if err := wait(); err != nil {
 				return err
 			}
 			printSummary(out, st)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -69,6 +70,52 @@ func builtinTypes(cfg config.Config) *jobtype.Registry {
 	reg.MustRegister(invoices.Definition(cfg.OutboxDir))
 	reg.MustRegister(synthetic.Definition(jobtype.Policy{}))
 	return reg
+}
+
+// withService loads the configuration and opens the engine without running its roles, for commands
+// that act on the job store directly.
+func withService(cmd *cobra.Command, fn func(cfg config.Config, svc *service.Service) error) error {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	return fn(cfg, svc)
+}
+
+// startService opens the engine and runs its roles in the background until ctx ends. wait returns what
+// Run returned; call it after cancelling ctx, before Close.
+func startService(ctx context.Context, cfg config.Config) (svc *service.Service, wait func() error, err error) {
+	svc, err = openService(ctx, cfg, newLogger(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- svc.Run(ctx) }()
+	select {
+	case <-svc.Running():
+	case err := <-runErr:
+		_ = svc.Close()
+		return nil, nil, err
+	}
+	var once sync.Once
+	var result error
+	wait = func() error {
+		once.Do(func() { result = <-runErr })
+		return result
+	}
+	return svc, wait, nil
+}
+
+// quietByDefault keeps the engine's info logs out of interactive commands unless asked for.
+func quietByDefault(cfg *config.Config) {
+	if os.Getenv(config.EnvPrefix+"LOG_LEVEL") == "" {
+		cfg.LogLevel = "warn"
+	}
 }
 
 // openService builds the engine for a command without running its roles.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/config"
+	"github.com/jobmill/jobmill/service"
 )
 
 func newStatusCommand() *cobra.Command {
@@ -18,29 +20,22 @@ func newStatusCommand() *cobra.Command {
 		Short: "Show the detailed status of a job",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-			st, err := svc.App.Queries.JobStatus.Handle(cmd.Context(), args[0], "")
-			if errors.Is(err, job.ErrNotFound) {
-				return fmt.Errorf("no job %s in %s", args[0], cfg.SQLite.Path)
-			}
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(toStatusJSON(st))
-			}
-			printSummary(cmd.OutOrStdout(), st)
-			return nil
+			return withService(cmd, func(cfg config.Config, svc *service.Service) error {
+				st, err := svc.App.Queries.JobStatus.Handle(cmd.Context(), args[0], "")
+				if errors.Is(err, job.ErrNotFound) {
+					return fmt.Errorf("no job %s in %s", args[0], cfg.SQLite.Path)
+				}
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(toStatusJSON(st))
+				}
+				printSummary(cmd.OutOrStdout(), st)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -54,20 +49,13 @@ func newCancelCommand() *cobra.Command {
 		Short: "Cancel a job: nothing more is dispatched and results in flight are ignored",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-			if err := svc.App.Commands.CancelJob.Handle(cmd.Context(), command.CancelJob{JobID: args[0], Reason: reason}); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled\n", args[0])
-			return nil
+			return withService(cmd, func(_ config.Config, svc *service.Service) error {
+				if err := svc.App.Commands.CancelJob.Handle(cmd.Context(), command.CancelJob{JobID: args[0], Reason: reason}); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "job %s cancelled\n", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the job")

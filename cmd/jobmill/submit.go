@@ -15,6 +15,7 @@ import (
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/config"
 	"github.com/jobmill/jobmill/service"
 )
 
@@ -28,34 +29,9 @@ func newSubmitCommand() *cobra.Command {
   jobmill submit --type synthetic --input '{"subjobs":10000}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			svc, err := openService(cmd.Context(), cfg, newLogger(cfg))
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-			id, err := svc.App.Commands.SubmitJob.Handle(cmd.Context(), command.SubmitJob{
-				Tenant: tenant, Type: jobType, Input: []byte(input), IdempotencyKey: key,
+			return withService(cmd, func(_ config.Config, svc *service.Service) error {
+				return submit(cmd, svc, command.SubmitJob{Tenant: tenant, Type: jobType, Input: []byte(input), IdempotencyKey: key}, wait)
 			})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), id)
-			if !wait {
-				return nil
-			}
-			st, err := waitForJob(cmd.Context(), svc, id, cmd.OutOrStdout(), true)
-			if err != nil {
-				return err
-			}
-			printSummary(cmd.OutOrStdout(), st)
-			if st.Job.State != job.StateCompleted {
-				return fmt.Errorf("job %s ended %s: %s", id, st.Job.State, st.Job.Error)
-			}
-			return nil
 		},
 	}
 	cmd.Flags().StringVar(&jobType, "type", "", "job type (invoices, synthetic, or one your program registers)")
@@ -65,6 +41,27 @@ func newSubmitCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
 	_ = cmd.MarkFlagRequired("type")
 	return cmd
+}
+
+// submit submits a job and, with wait, follows it to the end.
+func submit(cmd *cobra.Command, svc *service.Service, sj command.SubmitJob, wait bool) error {
+	id, err := svc.App.Commands.SubmitJob.Handle(cmd.Context(), sj)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), id)
+	if !wait {
+		return nil
+	}
+	st, err := waitForJob(cmd.Context(), svc, id, cmd.OutOrStdout(), true)
+	if err != nil {
+		return err
+	}
+	printSummary(cmd.OutOrStdout(), st)
+	if st.Job.State != job.StateCompleted {
+		return fmt.Errorf("job %s ended %s: %s", id, st.Job.State, st.Job.Error)
+	}
+	return nil
 }
 
 // waitForJob follows a job until it ends: a live progress bar on a terminal, plain lines otherwise.
