@@ -41,6 +41,13 @@ var flagKeys = map[string]string{
 	"roles":           "roles",
 	"tick":            "tick",
 	"dispatch-window": "dispatch_window",
+	"outbox-dir":      "outbox_dir",
+	"log-level":       "log_level",
+	"log-format":      "log_format",
+	"postgres-url":    "postgres.url",
+	"mysql-dsn":       "mysql.dsn",
+	"amqp-url":        "amqp.url",
+	"kafka-brokers":   "kafka.brokers",
 }
 
 // RegisterFlags defines jobmill's configuration flags on fs, so every
@@ -62,6 +69,13 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringSlice("roles", d.Roles, "roles this process runs: "+strings.Join(allRoles, ","))
 	fs.Duration("tick", d.Tick, "periodic tick interval (at least 10ms)")
 	fs.Int("dispatch-window", d.DispatchWindow, "maximum sub-jobs in flight per job")
+	fs.String("outbox-dir", d.OutboxDir, "folder the built-in invoices job type writes its emails to")
+	fs.String("log-level", d.LogLevel, "debug|info|warn|error")
+	fs.String("log-format", d.LogFormat, "text|json")
+	fs.String("postgres-url", d.Postgres.URL, "PostgreSQL connection URL")
+	fs.String("mysql-dsn", d.MySQL.DSN, "MySQL/MariaDB DSN (go-sql-driver format)")
+	fs.String("amqp-url", d.AMQP.URL, "RabbitMQ URL")
+	fs.StringSlice("kafka-brokers", d.Kafka.Brokers, "Kafka bootstrap brokers")
 }
 
 // Load builds the configuration from defaults, then the YAML file, then

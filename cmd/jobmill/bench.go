@@ -67,7 +67,7 @@ them from the first submit to the last JobCompleted.`,
 			if !cmd.Flags().Changed("listen") {
 				cfg.Listen = "127.0.0.1:0"
 			}
-			quietByDefault(&cfg)
+			quietByDefault(cmd, &cfg)
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			svc, wait, err := startService(ctx, cfg)

@@ -33,7 +33,7 @@ customer, then a summary for the account manager), follow it to the end and show
 			if !cmd.Flags().Changed("listen") && os.Getenv(config.EnvPrefix+"LISTEN") == "" {
 				cfg.Listen = "127.0.0.1:0" // a demo must not fail because port 8080 is taken
 			}
-			quietByDefault(&cfg)
+			quietByDefault(cmd, &cfg)
 			out := cmd.OutOrStdout()
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()

@@ -112,8 +112,8 @@ func startService(ctx context.Context, cfg config.Config) (svc *service.Service,
 }
 
 // quietByDefault keeps the engine's info logs out of interactive commands unless asked for.
-func quietByDefault(cfg *config.Config) {
-	if os.Getenv(config.EnvPrefix+"LOG_LEVEL") == "" {
+func quietByDefault(cmd *cobra.Command, cfg *config.Config) {
+	if !cmd.Flags().Changed("log-level") && os.Getenv(config.EnvPrefix+"LOG_LEVEL") == "" {
 		cfg.LogLevel = "warn"
 	}
 }
