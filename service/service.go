@@ -15,12 +15,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/jobmill/jobmill/adapters/jobstore"
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/metrics"
-	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/app"
 	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/app/jobtype"
 	"github.com/jobmill/jobmill/app/manager"
 	"github.com/jobmill/jobmill/app/query"
@@ -35,10 +34,11 @@ import (
 type Service struct {
 	App      app.Application
 	Recorder *metrics.Recorder
-	Store    *jobstore.SQLite
+	// Store is the job store the configuration selected.
+	Store job.Store
 
 	cfg      config.Config
-	db       *sqlite.DB
+	backend  *backend
 	router   *message.Router
 	ticker   *tick.Ticker
 	logger   *slog.Logger
@@ -97,11 +97,6 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Service, error)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	for key, backend := range map[string]string{"log": cfg.Log, "queue": cfg.Queue, "store": cfg.Store} {
-		if backend != config.BackendSQLite {
-			return nil, fmt.Errorf("%s: %w: %q (this build runs the embedded sqlite backend)", key, ErrUnsupportedBackend, backend)
-		}
-	}
 	s := &Service{cfg: cfg, logger: opts.Logger, Recorder: metrics.NewRecorder(), wmLogger: watermillLogger(opts.Logger)}
 	if err := s.open(ctx); err != nil {
 		_ = s.Close()
@@ -115,27 +110,18 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Service, error)
 }
 
 func (s *Service) open(ctx context.Context) error {
-	db, err := sqlite.Open(s.cfg.SQLite.Path)
+	b, err := openBackend(ctx, s.cfg, s.wmLogger)
 	if err != nil {
 		return err
 	}
-	s.db = db
-	s.closers = append(s.closers, db.Close)
-	if err := sqlite.InitializeLogTopics(ctx, db, messaging.EventsTopic, messaging.PoisonTopic); err != nil {
-		return err
-	}
-	if err := sqlite.InitializeQueue(ctx, db); err != nil {
-		return err
-	}
-	s.Store, err = jobstore.NewSQLite(ctx, db, s.wmLogger)
-	return err
+	s.backend = b
+	s.closers = append(s.closers, b.close)
+	s.Store = b.store
+	return nil
 }
 
 func (s *Service) build(opts Options) error {
-	logPub, err := sqlite.NewLogPublisher(s.db, s.wmLogger)
-	if err != nil {
-		return err
-	}
+	logPub := s.backend.logPublisher
 	// Workers and the ticker report through a group-committing publisher: one transaction for all the
 	// reports that finish while the previous transaction commits.
 	batched := messaging.NewBatchingPublisher(logPub, 500)
@@ -172,10 +158,10 @@ func (s *Service) build(opts Options) error {
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
-			return s.track(sqlite.NewLogSubscriber(s.db, group, sqlite.LogSubscriberConfig{}, s.wmLogger))
+			return s.track(s.backend.logSubscriber(group))
 		},
 		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
-			return s.track(sqlite.NewQueueSubscriber(s.db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, s.wmLogger))
+			return s.track(s.backend.queueSubscriber(concurrency))
 		},
 		PoisonPublisher: logPub,
 	}
@@ -202,7 +188,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 3+len(s.backend.background))
 
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -227,6 +213,15 @@ func (s *Service) Run(ctx context.Context) error {
 			errs <- fmt.Errorf("router: %w", err)
 		}
 	}()
+	for _, bg := range s.backend.background {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bg(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
 	if s.ticker != nil {
 		wg.Add(1)
 		go func() {
@@ -235,7 +230,8 @@ func (s *Service) Run(ctx context.Context) error {
 			_ = s.ticker.Run(ctx)
 		}()
 	}
-	s.logger.Info("jobmill running", "listen", ln.Addr().String(), "roles", s.cfg.Roles, "workers", s.cfg.Workers, "sqlite", s.cfg.SQLite.Path)
+	s.logger.Info("jobmill running", "listen", ln.Addr().String(), "roles", s.cfg.Roles, "workers", s.cfg.Workers,
+		"log", s.cfg.Log, "queue", s.cfg.Queue, "store", s.cfg.Store)
 
 	var runErr error
 	select {
@@ -259,7 +255,7 @@ func (s *Service) ready() error {
 	if !s.router.IsRunning() {
 		return errors.New("message router is not running")
 	}
-	return s.db.Read.Ping()
+	return s.backend.ping(context.Background())
 }
 
 // Close releases the database. Call it after Run returned.
@@ -273,9 +269,10 @@ func (s *Service) Close() error {
 	return err
 }
 
-// RawThroughput measures the transport's own publish+consume rate with n messages.
+// RawThroughput measures the transport's own publish+consume rate with n messages: the event log's, or
+// the slower of log and queue when they differ.
 func (s *Service) RawThroughput(ctx context.Context, n int) (float64, error) {
-	return sqlite.MeasureRawThroughput(ctx, s.db, n)
+	return s.backend.rawThroughput(ctx, n)
 }
 
 // TransportName names the configured backends for reports.
