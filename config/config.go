@@ -78,6 +78,9 @@ type Config struct {
 	Tick time.Duration `koanf:"tick"`
 	// DispatchWindow caps the sub-jobs one job may have in flight at once.
 	DispatchWindow int `koanf:"dispatch_window"`
+	// ConnectTimeout is how long start-up keeps retrying, with backoff, a database or broker that does
+	// not answer yet (0: try once).
+	ConnectTimeout time.Duration `koanf:"connect_timeout"`
 	// OutboxDir is where the built-in invoices job type writes its emails.
 	OutboxDir string `koanf:"outbox_dir"`
 	// LogLevel is the minimum level logged: debug, info, warn or error.
@@ -147,6 +150,7 @@ func unresolvedDefault() Config {
 		Roles:          slices.Clone(allRoles),
 		Tick:           time.Second,
 		DispatchWindow: 4096,
+		ConnectTimeout: 30 * time.Second,
 		OutboxDir:      "jobmill-data/outbox",
 		LogLevel:       "info",
 		LogFormat:      "text",
@@ -215,6 +219,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("roles", r.Roles),
 		slog.Duration("tick", r.Tick),
 		slog.Int("dispatch_window", r.DispatchWindow),
+		slog.Duration("connect_timeout", r.ConnectTimeout),
 		slog.String("outbox_dir", r.OutboxDir),
 		slog.String("log_level", r.LogLevel),
 		slog.String("log_format", r.LogFormat),

@@ -67,6 +67,7 @@ func TestDefault(t *testing.T) {
 		Tick:      time.Second,
 
 		DispatchWindow: 4096,
+		ConnectTimeout: 30 * time.Second,
 		OutboxDir:      "jobmill-data/outbox",
 		LogLevel:       "info",
 		LogFormat:      "text",
@@ -617,7 +618,7 @@ func TestRegisterFlags(t *testing.T) {
 // set, e.g. one added without a koanf tag.
 func TestEveryFieldIsLoadable(t *testing.T) {
 	want := []string{
-		"amqp.url", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
+		"amqp.url", "connect_timeout", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
 		"log_format", "log_level", "mysql.dsn", "outbox_dir", "postgres.url", "queue", "roles",
 		"sqlite.path", "store", "tick", "transport", "workers",
 	}

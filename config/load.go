@@ -48,6 +48,7 @@ var flagKeys = map[string]string{
 	"mysql-dsn":       "mysql.dsn",
 	"amqp-url":        "amqp.url",
 	"kafka-brokers":   "kafka.brokers",
+	"connect-timeout": "connect_timeout",
 }
 
 // RegisterFlags defines jobmill's configuration flags on fs, so every
@@ -76,6 +77,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("mysql-dsn", d.MySQL.DSN, "MySQL/MariaDB DSN (go-sql-driver format)")
 	fs.String("amqp-url", d.AMQP.URL, "RabbitMQ URL")
 	fs.StringSlice("kafka-brokers", d.Kafka.Brokers, "Kafka bootstrap brokers")
+	fs.Duration("connect-timeout", d.ConnectTimeout, "how long start-up retries an unreachable database or broker")
 }
 
 // Load builds the configuration from defaults, then the YAML file, then

@@ -109,6 +109,9 @@ func (c Config) validate() *Error {
 	if c.Tick < minTick {
 		return &Error{Key: "tick", Problem: fmt.Sprintf("must be at least %s (got %s)", minTick, c.Tick)}
 	}
+	if c.ConnectTimeout < 0 {
+		return &Error{Key: "connect_timeout", Problem: fmt.Sprintf("must not be negative (got %s)", c.ConnectTimeout)}
+	}
 	if c.DispatchWindow < 1 {
 		return &Error{Key: "dispatch_window", Problem: fmt.Sprintf("must be at least 1 (got %d)", c.DispatchWindow)}
 	}
