@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 
@@ -49,6 +50,8 @@ func openBackend(ctx context.Context, cfg config.Config, logger watermill.Logger
 	switch cfg.Store {
 	case config.BackendSQLite:
 		err = b.openSQLite(ctx, cfg, logger)
+	case config.BackendPostgres, config.BackendMySQL:
+		err = b.openServerBackend(ctx, cfg, logger)
 	default:
 		err = fmt.Errorf("store: %w: %q", ErrUnsupportedBackend, cfg.Store)
 	}
@@ -71,6 +74,16 @@ func checkCombination(cfg config.Config) error {
 		}
 	}
 	return nil
+}
+
+// attachBrokers is filled in with the Kafka and RabbitMQ transports.
+var attachBrokersHook func(b *backend, ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter, db *sql.DB, dialect jobstore.Dialect) error
+
+func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter, db *sql.DB, dialect jobstore.Dialect) error {
+	if attachBrokersHook == nil {
+		return fmt.Errorf("log %s / queue %s: %w", cfg.Log, cfg.Queue, ErrUnsupportedBackend)
+	}
+	return attachBrokersHook(b, ctx, cfg, logger, db, dialect)
 }
 
 func (b *backend) openSQLite(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) error {

@@ -16,6 +16,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/sqltx"
 	"github.com/jobmill/jobmill/app/job"
 )
 
@@ -200,6 +201,19 @@ func (s *SQL) addSubJobsQuery(rows int) string {
 // Update runs fn in a transaction of its own, commits, then runs the AfterCommit callbacks. If fn fails
 // (or panics) the transaction is rolled back and the callbacks are dropped.
 func (s *SQL) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx) error) (err error) {
+	if outer, ok := sqltx.FromContext(ctx, s.db); ok {
+		// Inside a log subscriber's batch: commit with the consumed offsets, once per batch.
+		return outer.InSavepoint(ctx, func() error {
+			view := &sqlTx{s: s, tx: outer.Tx}
+			if err := fn(ctx, view); err != nil {
+				return err
+			}
+			for _, f := range view.after {
+				outer.AfterCommit(f)
+			}
+			return nil
+		})
+	}
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return fmt.Errorf("begin job store transaction: %w", err)

@@ -24,6 +24,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/sqltx"
 )
 
 // Dialect names the SQL server the log runs on.
@@ -181,7 +183,8 @@ func NewSubscriber(db *sql.DB, dialect Dialect, consumerGroup string, logger wat
 	if err != nil {
 		return nil, err
 	}
-	return wsql.NewSubscriber(wsql.BeginnerFromStdSQL(db), wsql.SubscriberConfig{
+	// sqltx transactions let the job store join the batch's transaction (see package sqltx).
+	return wsql.NewSubscriber(sqltx.Beginner{DB: db}, wsql.SubscriberConfig{
 		ConsumerGroup:    consumerGroup,
 		PollInterval:     pollInterval,
 		ResendInterval:   resendInterval,

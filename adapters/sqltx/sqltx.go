@@ -1,0 +1,167 @@
+// Package sqltx gives server databases (PostgreSQL, MySQL) a transaction that watermill-sql's subscriber
+// can run on and that the job store can join: a consumed event's offset, the state change it causes and
+// the events it emits then commit together, once per batch of events instead of once per event.
+package sqltx
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+)
+
+// Tx is a transaction with callbacks around its commit. It implements watermill-sql's Tx.
+type Tx struct {
+	*sql.Tx
+	db *sql.DB
+
+	mu     sync.Mutex
+	open   bool
+	before []func() error
+	after  []func()
+	values map[any]any
+}
+
+var _ wsql.Tx = (*Tx)(nil)
+
+// ExecContext implements wsql.ContextExecutor.
+func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	return t.Tx.ExecContext(ctx, query, args...)
+}
+
+// QueryContext implements wsql.ContextExecutor.
+func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return t.Tx.QueryContext(ctx, query, args...)
+}
+
+// BeforeCommit registers fn to run just before the commit; its error rolls the transaction back.
+func (t *Tx) BeforeCommit(fn func() error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.before = append(t.before, fn)
+}
+
+// AfterCommit registers fn to run after a successful commit, never after a rollback.
+func (t *Tx) AfterCommit(fn func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.after = append(t.after, fn)
+}
+
+// Value returns per-transaction state stored with SetValue.
+func (t *Tx) Value(key any) any {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.values[key]
+}
+
+// SetValue stores per-transaction state.
+func (t *Tx) SetValue(key, v any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.values == nil {
+		t.values = map[any]any{}
+	}
+	t.values[key] = v
+}
+
+// Commit runs the BeforeCommit callbacks, commits, then runs the AfterCommit callbacks.
+func (t *Tx) Commit() error {
+	t.mu.Lock()
+	before, after := t.before, t.after
+	t.before, t.after, t.values, t.open = nil, nil, nil, false
+	t.mu.Unlock()
+	for _, fn := range before {
+		if err := fn(); err != nil {
+			_ = t.Tx.Rollback()
+			return fmt.Errorf("before commit: %w", err)
+		}
+	}
+	if err := t.Tx.Commit(); err != nil {
+		return err
+	}
+	for _, fn := range after {
+		fn()
+	}
+	return nil
+}
+
+// Rollback aborts the transaction and drops its callbacks.
+func (t *Tx) Rollback() error {
+	t.mu.Lock()
+	t.before, t.after, t.values, t.open = nil, nil, nil, false
+	t.mu.Unlock()
+	return t.Tx.Rollback()
+}
+
+// InSavepoint runs fn under a savepoint: an error undoes fn's writes and the callbacks it registered,
+// and leaves the transaction usable.
+func (t *Tx) InSavepoint(ctx context.Context, fn func() error) error {
+	if _, err := t.Tx.ExecContext(ctx, "SAVEPOINT jobmill_sp"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	t.mu.Lock()
+	beforeMark, afterMark := len(t.before), len(t.after)
+	t.mu.Unlock()
+	undo := func() error {
+		t.mu.Lock()
+		t.before, t.after = t.before[:min(beforeMark, len(t.before))], t.after[:min(afterMark, len(t.after))]
+		t.mu.Unlock()
+		// Not ctx: the savepoint must be undone even when ctx caused the failure.
+		_, err := t.Tx.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT jobmill_sp")
+		return err
+	}
+	if err := fn(); err != nil {
+		if rbErr := undo(); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
+		}
+		return err
+	}
+	if _, err := t.Tx.ExecContext(ctx, "RELEASE SAVEPOINT jobmill_sp"); err != nil {
+		_ = undo()
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return nil
+}
+
+// Beginner is watermill-sql's Beginner over db whose transactions are *Tx.
+type Beginner struct{ DB *sql.DB }
+
+var _ wsql.Beginner = Beginner{}
+
+// BeginTx implements wsql.Beginner.
+func (b Beginner) BeginTx(ctx context.Context, opts *sql.TxOptions) (wsql.Tx, error) {
+	tx, err := b.DB.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{Tx: tx, db: b.DB, open: true}, nil
+}
+
+// ExecContext implements wsql.ContextExecutor.
+func (b Beginner) ExecContext(ctx context.Context, query string, args ...any) (wsql.Result, error) {
+	return b.DB.ExecContext(ctx, query, args...)
+}
+
+// QueryContext implements wsql.ContextExecutor.
+func (b Beginner) QueryContext(ctx context.Context, query string, args ...any) (wsql.Rows, error) {
+	return b.DB.QueryContext(ctx, query, args...)
+}
+
+// FromContext returns the open transaction of db that a log subscriber attached to a message's context.
+func FromContext(ctx context.Context, db *sql.DB) (*Tx, bool) {
+	wtx, ok := wsql.TxFromContext(ctx)
+	if !ok {
+		return nil, false
+	}
+	tx, ok := wtx.(*Tx)
+	if !ok || tx.db != db {
+		return nil, false
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx, tx.open
+}
