@@ -50,6 +50,15 @@ type Service struct {
 	subscribers []message.Subscriber
 }
 
+func decorate(opts Options, kind string) func(message.Subscriber, error) (message.Subscriber, error) {
+	return func(sub message.Subscriber, err error) (message.Subscriber, error) {
+		if err != nil || opts.DecorateSubscriber == nil {
+			return sub, err
+		}
+		return opts.DecorateSubscriber(kind, sub), nil
+	}
+}
+
 // track remembers a subscriber so that Run closes it before the database closes: the router closes
 // subscribers asynchronously, and a queue subscriber still flushing acks needs the database open.
 func (s *Service) track(sub message.Subscriber, err error) (message.Subscriber, error) {
@@ -78,6 +87,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// DecorateSubscriber, when set, wraps every subscriber the router consumes from. kind is "log" or
+	// "queue". Tests use it to deliver every message twice, as an at-least-once transport may.
+	DecorateSubscriber func(kind string, sub message.Subscriber) message.Subscriber
 }
 
 // ErrUnsupportedBackend: the configuration names a backend this build cannot run yet.
@@ -158,10 +170,10 @@ func (s *Service) build(opts Options) error {
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
-			return s.track(s.backend.logSubscriber(group))
+			return s.track(decorate(opts, "log")(s.backend.logSubscriber(group)))
 		},
 		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
-			return s.track(s.backend.queueSubscriber(concurrency))
+			return s.track(decorate(opts, "queue")(s.backend.queueSubscriber(concurrency)))
 		},
 		PoisonPublisher: logPub,
 	}
