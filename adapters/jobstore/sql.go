@@ -202,9 +202,13 @@ func (s *SQL) addSubJobsQuery(rows int) string {
 // (or panics) the transaction is rolled back and the callbacks are dropped.
 func (s *SQL) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx) error) (err error) {
 	if outer, ok := sqltx.FromContext(ctx, s.db); ok {
-		// Inside a log subscriber's batch: commit with the consumed offsets, once per batch.
-		return outer.InSavepoint(ctx, func() error {
-			view := &sqlTx{s: s, tx: outer.Tx}
+		// Inside a log subscriber's batch: commit with the consumed offsets, once per batch. Job rows
+		// are written once, just before the batch commits (write-behind, as in the SQLite store): the
+		// fan-in of a batch of completions then costs one job-row write, not one per completion.
+		cache := s.batchCache(ctx, outer)
+		var view *sqlTx
+		err := outer.InSavepoint(ctx, func() error {
+			view = &sqlTx{s: s, tx: outer.Tx, cache: cache}
 			if err := fn(ctx, view); err != nil {
 				return err
 			}
@@ -213,6 +217,13 @@ func (s *SQL) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx
 			}
 			return nil
 		})
+		if err == nil {
+			for id, j := range view.staged {
+				cache.jobs[id] = j
+				cache.dirty[id] = true
+			}
+		}
+		return err
 	}
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -242,6 +253,30 @@ type sqlTx struct {
 	s     *SQL
 	tx    *sql.Tx
 	after []func()
+	// cache and staged implement write-behind of job rows in batch transactions (nil cache: write-through).
+	cache  *jobCache
+	staged map[string]*job.Job
+}
+
+// batchCache returns the job cache of a batch transaction, registering its flush on first use. It runs
+// outside Update's savepoint so that the flush is never dropped with a failed Update.
+func (s *SQL) batchCache(ctx context.Context, outer *sqltx.Tx) *jobCache {
+	if c, ok := outer.Value(jobCacheKey{}).(*jobCache); ok {
+		return c
+	}
+	c := &jobCache{jobs: map[string]*job.Job{}, dirty: map[string]bool{}}
+	outer.SetValue(jobCacheKey{}, c)
+	flushCtx := context.WithoutCancel(ctx)
+	outer.BeforeCommit(func() error {
+		view := &sqlTx{s: s, tx: outer.Tx}
+		for id := range c.dirty {
+			if err := view.writeJob(flushCtx, c.jobs[id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return c
 }
 
 var _ job.Tx = (*sqlTx)(nil)
@@ -254,6 +289,16 @@ func (t *sqlTx) AfterCommit(fn func()) { t.after = append(t.after, fn) }
 
 // Job loads the job and locks its row until the transaction ends.
 func (t *sqlTx) Job(ctx context.Context, id string) (*job.Job, error) {
+	if t.cache != nil {
+		if j, ok := t.staged[id]; ok {
+			c := *j
+			return &c, nil
+		}
+		if j, ok := t.cache.jobs[id]; ok {
+			c := *j
+			return &c, nil
+		}
+	}
 	return scanJob(t.stmt(ctx, sqJobForUpdate).QueryRowContext(ctx, id))
 }
 
@@ -292,6 +337,18 @@ func (t *sqlTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey string
 }
 
 func (t *sqlTx) SaveJob(ctx context.Context, j *job.Job) error {
+	if t.cache != nil {
+		if t.staged == nil {
+			t.staged = map[string]*job.Job{}
+		}
+		c := *j
+		t.staged[j.ID] = &c
+		return nil
+	}
+	return t.writeJob(ctx, j)
+}
+
+func (t *sqlTx) writeJob(ctx context.Context, j *job.Job) error {
 	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx,
 		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
 		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),
