@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 
@@ -20,9 +19,10 @@ import (
 // adapters know which backend runs; the rest of the service sees these fields.
 type backend struct {
 	store job.Store
-	// logPublisher publishes to the event log outside any store transaction (worker reports, ticks,
-	// poisoned messages).
-	logPublisher    message.Publisher
+	// logPublisher publishes to the event log outside any store transaction (worker reports, ticks).
+	logPublisher message.Publisher
+	// poisonPublisher receives malformed messages (the log publisher unless set).
+	poisonPublisher message.Publisher
 	logSubscriber   func(consumerGroup string) (message.Subscriber, error)
 	queueSubscriber func(concurrency int) (message.Subscriber, error)
 	rawThroughput   func(ctx context.Context, n int) (float64, error)
@@ -59,6 +59,9 @@ func openBackend(ctx context.Context, cfg config.Config, logger watermill.Logger
 		_ = b.close()
 		return nil, err
 	}
+	if b.poisonPublisher == nil {
+		b.poisonPublisher = b.logPublisher
+	}
 	return b, nil
 }
 
@@ -76,16 +79,6 @@ func checkCombination(cfg config.Config) error {
 	return nil
 }
 
-// attachBrokers is filled in with the Kafka and RabbitMQ transports.
-var attachBrokersHook func(b *backend, ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter, db *sql.DB, dialect jobstore.Dialect) error
-
-func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter, db *sql.DB, dialect jobstore.Dialect) error {
-	if attachBrokersHook == nil {
-		return fmt.Errorf("log %s / queue %s: %w", cfg.Log, cfg.Queue, ErrUnsupportedBackend)
-	}
-	return attachBrokersHook(b, ctx, cfg, logger, db, dialect)
-}
-
 func (b *backend) openSQLite(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) error {
 	db, err := sqlite.Open(cfg.SQLite.Path)
 	if err != nil {
@@ -93,8 +86,11 @@ func (b *backend) openSQLite(ctx context.Context, cfg config.Config, logger wate
 	}
 	b.closers = append(b.closers, db.Close)
 	b.ping = func(context.Context) error { return db.Read.Ping() }
-	if cfg.Log != config.BackendSQLite || cfg.Queue != config.BackendSQLite {
-		return fmt.Errorf("log %s / queue %s with the sqlite store: %w", cfg.Log, cfg.Queue, ErrUnsupportedBackend)
+	if isBroker(cfg.Log) || isBroker(cfg.Queue) {
+		if !isBroker(cfg.Log) || !isBroker(cfg.Queue) {
+			return &config.Error{Key: "queue", Problem: "with the sqlite store, log and queue are either both sqlite or both brokers (kafka, amqp)"}
+		}
+		return b.openSQLiteWithBrokers(ctx, cfg, db, logger)
 	}
 	if err := sqlite.InitializeLogTopics(ctx, db, messaging.EventsTopic, messaging.PoisonTopic); err != nil {
 		return err

@@ -74,7 +74,7 @@ func (b *backend) openServerBackend(ctx context.Context, cfg config.Config, logg
 	}
 	store, err := jobstore.NewSQL(ctx, db, dialect, jobstore.Outbox{
 		Events:   func(tx *sql.Tx) (message.Publisher, error) { return sqllog.NewTxPublisher(tx, sqllog.Dialect(dialect)) },
-		Commands: func(tx *sql.Tx) (message.Publisher, error) { return sqlqueue.NewTxPublisher(tx, sqlqueue.Dialect(dialect)) },
+		Commands: sqlQueueTxPublisher(dialect),
 	}, logger)
 	if err != nil {
 		return err
@@ -82,6 +82,10 @@ func (b *backend) openServerBackend(ctx context.Context, cfg config.Config, logg
 	b.closers = append(b.closers, store.Close)
 	b.store = store
 	return nil
+}
+
+func sqlQueueTxPublisher(dialect jobstore.Dialect) jobstore.TxPublisher {
+	return func(tx *sql.Tx) (message.Publisher, error) { return sqlqueue.NewTxPublisher(tx, sqlqueue.Dialect(dialect)) }
 }
 
 // waitReachable retries check with exponential backoff until it succeeds or timeout passes, then

@@ -175,7 +175,7 @@ func (s *Service) build(opts Options) error {
 		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
 			return s.track(decorate(opts, "queue")(s.backend.queueSubscriber(concurrency)))
 		},
-		PoisonPublisher: logPub,
+		PoisonPublisher: s.backend.poisonPublisher,
 	}
 	s.router, err = router.New(s.App, transport, router.Config{
 		Manager:     s.cfg.HasRole(config.RoleManager),

@@ -30,6 +30,7 @@ type SQLite struct {
 	db     *sqlite.DB
 	logger watermill.LoggerAdapter
 	stmts  map[string]*sql.Stmt
+	outbox SQLiteOutbox
 }
 
 // Statements of the hot path, prepared once on the write connection: SQLite parses a statement on every
@@ -59,13 +60,32 @@ var _ job.Store = (*SQLite)(nil)
 
 // NewSQLite migrates the schema and returns the store.
 func NewSQLite(ctx context.Context, db *sqlite.DB, logger watermill.LoggerAdapter) (*SQLite, error) {
+	return NewSQLiteWithOutbox(ctx, db, SQLiteOutbox{}, logger)
+}
+
+// SQLiteTxPublisher makes a publisher that writes inside an SQLite transaction.
+type SQLiteTxPublisher func(tx *sqlite.HookTx) (message.Publisher, error)
+
+// SQLiteOutbox says where the store's transactions put emitted events and commands. Zero fields mean
+// the SQLite event log and work queue in the same file; with a broker transport they are the outbox
+// table that a relay forwards.
+type SQLiteOutbox struct{ Events, Commands SQLiteTxPublisher }
+
+// NewSQLiteWithOutbox is NewSQLite with the emitted messages going to outbox.
+func NewSQLiteWithOutbox(ctx context.Context, db *sqlite.DB, outbox SQLiteOutbox, logger watermill.LoggerAdapter) (*SQLite, error) {
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
 	if err := migrate(ctx, db.Write, goose.DialectSQLite3); err != nil {
 		return nil, fmt.Errorf("migrate job store %s: %w", db.Path, err)
 	}
-	st := &SQLite{db: db, logger: logger, stmts: map[string]*sql.Stmt{}}
+	if outbox.Events == nil {
+		outbox.Events = func(tx *sqlite.HookTx) (message.Publisher, error) { return sqlite.NewTxLogPublisher(tx, logger) }
+	}
+	if outbox.Commands == nil {
+		outbox.Commands = func(tx *sqlite.HookTx) (message.Publisher, error) { return sqlite.NewTxQueuePublisher(tx), nil }
+	}
+	st := &SQLite{db: db, logger: logger, stmts: map[string]*sql.Stmt{}, outbox: outbox}
 	for _, q := range hotStatements {
 		stmt, err := db.Write.PrepareContext(ctx, q)
 		if err != nil {
@@ -98,7 +118,7 @@ func (s *SQLite) Update(ctx context.Context, fn func(ctx context.Context, tx job
 	}
 	var view *sqliteTx
 	err := s.db.InTx(ctx, func(htx *sqlite.HookTx) error {
-		view = &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger, stmts: s.stmts, cache: cache}
+		view = &sqliteTx{htx: htx, tx: htx.SQL(), logger: s.logger, stmts: s.stmts, cache: cache, outbox: s.outbox}
 		return fn(ctx, view)
 	})
 	if err == nil && cache != nil {
@@ -147,6 +167,7 @@ type sqliteTx struct {
 	// cache and staged implement write-behind of job rows in batch transactions (nil cache: write-through).
 	cache  *jobCache
 	staged map[string]*job.Job
+	outbox SQLiteOutbox
 }
 
 // stmt returns the prepared statement for q bound to this transaction.
@@ -364,7 +385,7 @@ func (t *sqliteTx) Publish(ctx context.Context, fx job.Effects) error {
 		if err != nil {
 			return err
 		}
-		pub, err := sqlite.NewTxLogPublisher(t.htx, t.logger)
+		pub, err := t.outbox.Events(t.htx)
 		if err != nil {
 			return err
 		}
@@ -377,7 +398,10 @@ func (t *sqliteTx) Publish(ctx context.Context, fx job.Effects) error {
 		if err != nil {
 			return err
 		}
-		pub := sqlite.NewTxQueuePublisher(t.htx)
+		pub, err := t.outbox.Commands(t.htx)
+		if err != nil {
+			return err
+		}
 		for _, topic := range topics {
 			if err := pub.Publish(topic, withContext(ctx, byTopic[topic])...); err != nil {
 				return fmt.Errorf("send %d commands to %s: %w", len(byTopic[topic]), topic, err)

@@ -41,7 +41,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	config.RegisterFlags(root.PersistentFlags())
-	root.AddCommand(newServeCommand(), newSubmitCommand(), newStatusCommand(), newCancelCommand(), newDemoCommand(), newBenchCommand())
+	root.AddCommand(newServeCommand(), newSubmitCommand(), newStatusCommand(), newCancelCommand(), newDemoCommand(), newBenchCommand(), newDevCommand())
 	return root
 }
 

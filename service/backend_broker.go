@@ -1,0 +1,230 @@
+package service
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/amqp"
+	"github.com/jobmill/jobmill/adapters/jobstore"
+	"github.com/jobmill/jobmill/adapters/kafka"
+	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/sqlite"
+	"github.com/jobmill/jobmill/adapters/sqllog"
+	"github.com/jobmill/jobmill/config"
+)
+
+// OutboxTopic is the store table the relay forwards to the brokers: the store's transactions write their
+// events and commands there, so that state and emitted messages commit together whatever the transport.
+const OutboxTopic = "jobmill.outbox"
+
+// relayGroup is the relay's consumer group on the outbox.
+const relayGroup = "relay"
+
+func isBroker(b string) bool { return b == config.BackendKafka || b == config.BackendAMQP }
+
+// brokers are the Kafka and RabbitMQ ends of a backend.
+type brokers struct {
+	logPub, queuePub, poisonPub message.Publisher
+}
+
+// openBrokers connects the broker log and queue the configuration names and declares their topics.
+func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) (*brokers, error) {
+	kcfg := kafka.Config{Brokers: cfg.Kafka.Brokers, Partitions: cfg.Kafka.Partitions}
+	uses := func(backend string) bool { return cfg.Log == backend || cfg.Queue == backend }
+	out := &brokers{}
+	if uses(config.BackendKafka) {
+		if err := kafka.WaitReachable(ctx, kcfg, cfg.ConnectTimeout); err != nil {
+			return nil, err
+		}
+		topics := []string{messaging.EventsTopic, messaging.PoisonTopic}
+		if cfg.Queue == config.BackendKafka {
+			topics = append(topics, messaging.WorkTopics()...)
+		}
+		if err := kafka.CreateTopics(ctx, kcfg, topics...); err != nil {
+			return nil, err
+		}
+		pub, err := kafka.NewPublisher(kcfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, pub.Close)
+		if cfg.Log == config.BackendKafka {
+			out.logPub, out.poisonPub = pub, pub
+			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(kcfg, group, logger) }
+			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return kafka.MeasureRawThroughput(ctx, kcfg, n) }
+		}
+		if cfg.Queue == config.BackendKafka {
+			out.queuePub = pub
+			// Parallelism on a Kafka work topic is its partition count, whatever the concurrency asked.
+			b.queueSubscriber = func(int) (message.Subscriber, error) { return kafka.NewSubscriber(kcfg, "workers", logger) }
+		}
+	}
+	if uses(config.BackendAMQP) {
+		url := cfg.AMQP.URL
+		if err := amqp.WaitReachable(ctx, url, cfg.ConnectTimeout); err != nil {
+			return nil, err
+		}
+		// Poison goes to a durable queue: kept until someone reads it, whatever consumer groups exist.
+		queues := []string{messaging.PoisonTopic}
+		var logTopics []string
+		if cfg.Queue == config.BackendAMQP {
+			queues = append(queues, messaging.WorkTopics()...)
+		}
+		if cfg.Log == config.BackendAMQP {
+			logTopics = []string{messaging.EventsTopic}
+		}
+		if err := amqp.Declare(ctx, url, queues, logTopics, []string{messaging.ManagerGroup}); err != nil {
+			return nil, err
+		}
+		queuePub, err := amqp.NewQueuePublisher(url, logger)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, queuePub.Close)
+		if out.poisonPub == nil {
+			out.poisonPub = queuePub
+		}
+		if cfg.Log == config.BackendAMQP {
+			logPub, err := amqp.NewLogPublisher(url, logger)
+			if err != nil {
+				return nil, err
+			}
+			b.closers = append(b.closers, logPub.Close)
+			out.logPub = logPub
+			b.logSubscriber = func(group string) (message.Subscriber, error) { return amqp.NewLogSubscriber(url, group, logger) }
+			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return amqp.MeasureRawThroughput(ctx, url, n) }
+		}
+		if cfg.Queue == config.BackendAMQP {
+			out.queuePub = queuePub
+			b.queueSubscriber = func(concurrency int) (message.Subscriber, error) {
+				return amqp.NewQueueSubscriber(url, concurrency, logger)
+			}
+		}
+	}
+	return out, nil
+}
+
+// routingPublisher sends the relay's messages to the broker of their topic: events to the log, commands
+// to the queue.
+type routingPublisher struct{ log, queue message.Publisher }
+
+func (p routingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	switch {
+	case topic == messaging.EventsTopic && p.log != nil:
+		return p.log.Publish(topic, msgs...)
+	case strings.HasPrefix(topic, messaging.WorkTopicPrefix) && p.queue != nil:
+		return p.queue.Publish(topic, msgs...)
+	}
+	return fmt.Errorf("relay: no broker for topic %q", topic)
+}
+
+func (p routingPublisher) Close() error { return nil }
+
+// relay forwards the outbox to the brokers with Watermill's forwarder, which keeps each message's UUID
+// and metadata (so its partition key). A crash between the store's commit and the forward loses nothing:
+// the outbox row is read again and the duplicate is absorbed downstream.
+func (b *backend) startRelay(outboxSub message.Subscriber, br *brokers, logger watermill.LoggerAdapter) error {
+	fwd, err := forwarder.NewForwarder(outboxSub, routingPublisher{log: br.logPub, queue: br.queuePub}, logger,
+		forwarder.Config{ForwarderTopic: OutboxTopic})
+	if err != nil {
+		return err
+	}
+	b.background = append(b.background, func(ctx context.Context) error {
+		err := fwd.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	b.closers = append(b.closers, func() error {
+		err := fwd.Close()
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	})
+	return nil
+}
+
+// outboxPublisher wraps a transactional publisher of the store so that what it publishes goes to the
+// outbox, addressed to its real topic.
+func outboxPublisher(txPub message.Publisher) message.Publisher {
+	return forwarder.NewPublisher(txPub, forwarder.PublisherConfig{ForwarderTopic: OutboxTopic})
+}
+
+// openSQLiteWithBrokers runs the job store on SQLite and the log and/or queue on brokers.
+func (b *backend) openSQLiteWithBrokers(ctx context.Context, cfg config.Config, db *sqlite.DB, logger watermill.LoggerAdapter) error {
+	br, err := b.openBrokers(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := sqlite.InitializeLogTopics(ctx, db, OutboxTopic); err != nil {
+		return err
+	}
+	viaOutbox := func(tx *sqlite.HookTx) (message.Publisher, error) {
+		pub, err := sqlite.NewTxLogPublisher(tx, logger)
+		if err != nil {
+			return nil, err
+		}
+		return outboxPublisher(pub), nil
+	}
+	store, err := jobstore.NewSQLiteWithOutbox(ctx, db, jobstore.SQLiteOutbox{Events: viaOutbox, Commands: viaOutbox}, logger)
+	if err != nil {
+		return err
+	}
+	b.store = store
+	b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
+	outboxSub, err := sqlite.NewLogSubscriber(db, relayGroup, sqlite.LogSubscriberConfig{}, logger)
+	if err != nil {
+		return err
+	}
+	return b.startRelay(outboxSub, br, logger)
+}
+
+// attachBrokers runs the log and/or the queue on brokers beside a PostgreSQL or MySQL store; whichever of
+// them is SQL lives in the store's database (openServerStore set it up).
+func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter, db *sql.DB, dialect jobstore.Dialect) error {
+	br, err := b.openBrokers(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	d := sqllog.Dialect(dialect)
+	if err := sqllog.Initialize(ctx, db, d, OutboxTopic); err != nil {
+		return err
+	}
+	viaOutbox := func(tx *sql.Tx) (message.Publisher, error) {
+		pub, err := sqllog.NewTxPublisher(tx, d)
+		if err != nil {
+			return nil, err
+		}
+		return outboxPublisher(pub), nil
+	}
+	outbox := jobstore.Outbox{Events: viaOutbox, Commands: viaOutbox}
+	if !isBroker(cfg.Log) {
+		outbox.Events = func(tx *sql.Tx) (message.Publisher, error) { return sqllog.NewTxPublisher(tx, d) }
+	}
+	if !isBroker(cfg.Queue) {
+		outbox.Commands = sqlQueueTxPublisher(dialect)
+	}
+	store, err := jobstore.NewSQL(ctx, db, dialect, outbox, logger)
+	if err != nil {
+		return err
+	}
+	b.closers = append(b.closers, store.Close)
+	b.store = store
+	if isBroker(cfg.Log) {
+		b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
+	}
+	outboxSub, err := sqllog.NewSubscriber(db, d, relayGroup, logger)
+	if err != nil {
+		return err
+	}
+	return b.startRelay(outboxSub, br, logger)
+}
