@@ -85,7 +85,9 @@ func (b *backend) openServerBackend(ctx context.Context, cfg config.Config, logg
 }
 
 func sqlQueueTxPublisher(dialect jobstore.Dialect) jobstore.TxPublisher {
-	return func(tx *sql.Tx) (message.Publisher, error) { return sqlqueue.NewTxPublisher(tx, sqlqueue.Dialect(dialect)) }
+	return func(tx *sql.Tx) (message.Publisher, error) {
+		return sqlqueue.NewTxPublisher(tx, sqlqueue.Dialect(dialect))
+	}
 }
 
 // waitReachable retries check with exponential backoff until it succeeds or timeout passes, then
