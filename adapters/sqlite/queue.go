@@ -36,6 +36,9 @@ import (
 // message has been delivered, this delivery included ("1" the first time).
 const DeliveriesMetadataKey = "jobmill_deliveries"
 
+// MetadataErrorKey is set, instead of the stored metadata, on a message whose metadata cannot be decoded.
+const MetadataErrorKey = "jobmill_metadata_error"
+
 const (
 	queueTable = "jobmill_queue"
 
@@ -517,10 +520,10 @@ func (q *queueSubscription) claim(limit int) ([]claimedMsg, error) {
 		m.msg = message.NewMessage(uuid, payload)
 		if metadata.Valid && metadata.String != "" {
 			if err := json.Unmarshal([]byte(metadata.String), &m.msg.Metadata); err != nil {
-				// Undecodable: keep the lease so it is not redelivered in a
-				// tight loop, and report it.
+				// Deliver it without metadata: with no message name, the router moves it to the poison
+				// topic, where it can be inspected, instead of it coming back forever.
 				decodeErr = errors.Join(decodeErr, fmt.Errorf("message %s (offset %d): metadata: %w", uuid, m.offset, err))
-				continue
+				m.msg.Metadata = message.Metadata{MetadataErrorKey: err.Error()}
 			}
 		}
 		m.msg.Metadata.Set(DeliveriesMetadataKey, strconv.FormatInt(m.deliveries, 10))
@@ -531,7 +534,7 @@ func (q *queueSubscription) claim(limit int) ([]claimedMsg, error) {
 		return nil, err
 	}
 	if decodeErr != nil {
-		q.logger.Error("Skipping undecodable queue messages until their lease expires", decodeErr, nil)
+		q.logger.Error("Queue messages with undecodable metadata delivered without it", decodeErr, nil)
 	}
 	// RETURNING order is unspecified.
 	slices.SortFunc(msgs, func(a, b claimedMsg) int { return cmp.Compare(a.offset, b.offset) })

@@ -684,9 +684,10 @@ func (q *subscription) scanClaimed(rows *sql.Rows) ([]claimedMsg, error) {
 		msg := message.NewMessage(uuid, payload)
 		if metadata.Valid && metadata.String != "" {
 			if err := json.Unmarshal([]byte(metadata.String), &msg.Metadata); err != nil {
+				// Deliver it without metadata: with no message name, the router moves it to the poison
+				// topic, where it can be inspected, instead of it coming back forever.
 				decodeErr = errors.Join(decodeErr, fmt.Errorf("message %s (offset %d): metadata: %w", uuid, m.offset, err))
-				msgs = append(msgs, m)
-				continue
+				msg.Metadata = message.Metadata{"jobmill_metadata_error": err.Error()}
 			}
 		}
 		msg.Metadata.Set(DeliveriesMetadataKey, strconv.FormatInt(m.deliveries, 10))
@@ -698,7 +699,7 @@ func (q *subscription) scanClaimed(rows *sql.Rows) ([]claimedMsg, error) {
 		return nil, err
 	}
 	if decodeErr != nil {
-		q.logger.Error("Skipping undecodable queue messages until their lease expires", decodeErr, nil)
+		q.logger.Error("Queue messages with undecodable metadata delivered without it", decodeErr, nil)
 	}
 	// RETURNING order is unspecified.
 	slices.SortFunc(msgs, func(a, b claimedMsg) int { return cmp.Compare(a.offset, b.offset) })
