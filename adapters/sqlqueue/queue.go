@@ -652,21 +652,16 @@ func (q *subscription) claim(limit int) ([]claimedMsg, error) {
 		return nil, err
 	}
 
-	// Undecodable rows are not held: their lease runs out and they come back then, not in a tight loop.
-	out := msgs[:0]
 	q.mu.Lock()
 	for _, m := range msgs {
-		if m.msg != nil {
-			q.held[m.offset] = m.deliveries
-			out = append(out, m)
-		}
+		q.held[m.offset] = m.deliveries
 	}
 	q.mu.Unlock()
-	return out, nil
+	return msgs, nil
 }
 
-// scanClaimed reads claimed rows, in offset order. Rows whose metadata cannot be decoded come back with a
-// nil msg, and are reported.
+// scanClaimed reads claimed rows, in offset order. Rows whose metadata cannot be decoded come back without
+// metadata, and are reported.
 func (q *subscription) scanClaimed(rows *sql.Rows) ([]claimedMsg, error) {
 	defer rows.Close()
 	var msgs []claimedMsg
