@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
@@ -37,10 +38,12 @@ type brokers struct {
 // openBrokers connects the broker log and queue the configuration names and declares their topics.
 func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) (*brokers, error) {
 	kcfg := kafka.Config{Brokers: cfg.Kafka.Brokers, Partitions: cfg.Kafka.Partitions}
+	// connect_timeout 0 means one attempt; a broker still needs a moment to answer that attempt.
+	connectTimeout := max(cfg.ConnectTimeout, 5*time.Second)
 	uses := func(backend string) bool { return cfg.Log == backend || cfg.Queue == backend }
 	out := &brokers{}
 	if uses(config.BackendKafka) {
-		if err := kafka.WaitReachable(ctx, kcfg, cfg.ConnectTimeout); err != nil {
+		if err := kafka.WaitReachable(ctx, kcfg, connectTimeout); err != nil {
 			return nil, err
 		}
 		topics := []string{messaging.EventsTopic, messaging.PoisonTopic}
@@ -68,7 +71,7 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 	}
 	if uses(config.BackendAMQP) {
 		url := cfg.AMQP.URL
-		if err := amqp.WaitReachable(ctx, url, cfg.ConnectTimeout); err != nil {
+		if err := amqp.WaitReachable(ctx, url, connectTimeout); err != nil {
 			return nil, err
 		}
 		// Poison goes to a durable queue: kept until someone reads it, whatever consumer groups exist.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -22,7 +21,7 @@ import (
 // openServerStore opens the PostgreSQL or MySQL job store, and the log and queue when they live in the
 // same database. Brokers for the other roles are attached by the caller.
 func (b *backend) openServerStore(ctx context.Context, cfg config.Config, logger watermill.LoggerAdapter) (*sql.DB, jobstore.Dialect, error) {
-	driver, dsn, dialect, where := "pgx", cfg.Postgres.URL, jobstore.DialectPostgres, redactURL(cfg.Postgres.URL)
+	driver, dsn, dialect, where := "pgx", cfg.Postgres.URL, jobstore.DialectPostgres, cfg.Redacted().Postgres.URL
 	if cfg.Store == config.BackendMySQL {
 		driver, dsn, dialect, where = "mysql", cfg.MySQL.DSN, jobstore.DialectMySQL, mysqlAddr(cfg.MySQL.DSN)
 	}
@@ -111,15 +110,6 @@ func waitReachable(ctx context.Context, timeout time.Duration, what string, chec
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
-}
-
-// redactURL hides the password of a connection URL for messages and logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
 }
 
 // mysqlAddr names the server of a MySQL DSN without its credentials.

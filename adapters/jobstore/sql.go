@@ -46,11 +46,13 @@ type Outbox struct {
 
 // SQL is the job store on PostgreSQL or MySQL/MariaDB.
 //
-// Each Update is a READ COMMITTED transaction of its own. Tx.Job locks the job row (SELECT … FOR UPDATE),
-// and every reaction loads its job before changing anything, so two managers never interleave on one job;
-// sub-job rows are only changed by reactions holding their job's lock (or inserted by step 1 before the
-// job reads them). Update does not join a transaction carried by ctx: on these servers the log's consumer
-// offset commits separately, and redelivered events are absorbed by the domain's idempotency.
+// An Update inside a message consumed from the SQL event log of the same database joins the log
+// subscriber's batch transaction under a savepoint (see package sqltx): the consumer offset, the state
+// change and the emitted events commit together. Any other Update is a READ COMMITTED transaction of its
+// own; a message from a broker log is then consumed at least once, and a redelivery is absorbed by the
+// domain's guarded transitions. Tx.Job locks the job row (SELECT … FOR UPDATE), and every reaction loads
+// its job before changing anything, so two managers never interleave on one job; sub-job rows are only
+// changed by reactions holding their job's lock (or inserted by step 1 before the job reads them).
 type SQL struct {
 	db      *sql.DB
 	dialect Dialect
