@@ -10,16 +10,24 @@ RACE ?= $(if $(filter 1,$(shell $(GO) env CGO_ENABLED 2>/dev/null)),-race,)
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK_CHECKS ?= inherit
 
-.PHONY: run test bench lint build
+.PHONY: run test conformance bench lint build
+
+# The conformance suite runs every scenario on every backend combination against real servers; it has a
+# target of its own (see below) because it takes a quarter of an hour.
+UNIT_PACKAGES = $(shell $(GO) list ./... | grep -v /tests/conformance)
 
 ## run: the invoices demo, 1,000 customers, on the embedded SQLite default
 run:
 	$(GO) run ./cmd/jobmill demo
 
-## test: vet, then the whole suite (unit, property, engine and end-to-end tests)
+## test: vet, then unit, property, adapter (real servers), engine and end-to-end tests
 test:
 	$(GO) vet ./...
-	$(GO) test $(RACE) -count=1 ./...
+	$(GO) test $(RACE) -count=1 -timeout 20m $(UNIT_PACKAGES)
+
+## conformance: the same scenarios on every backend combination (PostgreSQL, MariaDB, RabbitMQ, in-process Kafka)
+conformance:
+	$(GO) test -count=1 -timeout 45m ./tests/conformance/
 
 ## bench: the engine end to end beside the transport's raw rate, then the SQLite adapter's micro-benchmarks
 bench:
