@@ -31,24 +31,25 @@ const EnvConfigFile = EnvPrefix + "CONFIG"
 // flagKeys maps each flag RegisterFlags defines to the key it sets. It is
 // explicit because flag names use "-" where keys use "." or "_".
 var flagKeys = map[string]string{
-	"transport":       "transport",
-	"log":             "log",
-	"queue":           "queue",
-	"store":           "store",
-	"sqlite-path":     "sqlite.path",
-	"listen":          "listen",
-	"workers":         "workers",
-	"roles":           "roles",
-	"tick":            "tick",
-	"dispatch-window": "dispatch_window",
-	"outbox-dir":      "outbox_dir",
-	"log-level":       "log_level",
-	"log-format":      "log_format",
-	"postgres-url":    "postgres.url",
-	"mysql-dsn":       "mysql.dsn",
-	"amqp-url":        "amqp.url",
-	"kafka-brokers":   "kafka.brokers",
-	"connect-timeout": "connect_timeout",
+	"transport":        "transport",
+	"log":              "log",
+	"queue":            "queue",
+	"store":            "store",
+	"sqlite-path":      "sqlite.path",
+	"listen":           "listen",
+	"workers":          "workers",
+	"roles":            "roles",
+	"tick":             "tick",
+	"dispatch-window":  "dispatch_window",
+	"outbox-dir":       "outbox_dir",
+	"log-level":        "log_level",
+	"log-format":       "log_format",
+	"postgres-url":     "postgres.url",
+	"mysql-dsn":        "mysql.dsn",
+	"amqp-url":         "amqp.url",
+	"kafka-brokers":    "kafka.brokers",
+	"connect-timeout":  "connect_timeout",
+	"kafka-partitions": "kafka.partitions",
 }
 
 // RegisterFlags defines jobmill's configuration flags on fs, so every
@@ -78,6 +79,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("amqp-url", d.AMQP.URL, "RabbitMQ URL")
 	fs.StringSlice("kafka-brokers", d.Kafka.Brokers, "Kafka bootstrap brokers")
 	fs.Duration("connect-timeout", d.ConnectTimeout, "how long start-up retries an unreachable database or broker")
+	fs.Int("kafka-partitions", d.Kafka.Partitions, "partitions of the Kafka topics jobmill creates")
 }
 
 // Load builds the configuration from defaults, then the YAML file, then
