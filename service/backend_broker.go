@@ -3,21 +3,21 @@ package service
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/jobmill/jobmill/adapters/amqp"
 	"github.com/jobmill/jobmill/adapters/jobstore"
 	"github.com/jobmill/jobmill/adapters/kafka"
 	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/relay"
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/adapters/sqllog"
+	"github.com/jobmill/jobmill/adapters/sqltx"
 	"github.com/jobmill/jobmill/config"
 )
 
@@ -130,36 +130,20 @@ func (p routingPublisher) Publish(topic string, msgs ...*message.Message) error 
 
 func (p routingPublisher) Close() error { return nil }
 
-// relay forwards the outbox to the brokers with Watermill's forwarder, which keeps each message's UUID
-// and metadata (so its partition key). A crash between the store's commit and the forward loses nothing:
-// the outbox row is read again and the duplicate is absorbed downstream.
-func (b *backend) startRelay(outboxSub message.Subscriber, br *brokers, logger watermill.LoggerAdapter) error {
-	fwd, err := forwarder.NewForwarder(outboxSub, routingPublisher{log: br.logPub, queue: br.queuePub}, logger,
-		forwarder.Config{ForwarderTopic: OutboxTopic})
-	if err != nil {
-		return err
-	}
-	b.background = append(b.background, func(ctx context.Context) error {
-		err := fwd.Run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	})
-	b.closers = append(b.closers, func() error {
-		err := fwd.Close()
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
-		return err
-	})
-	return nil
+// startRelay runs the outbox relay beside the router for the life of the process.
+func (b *backend) startRelay(cfg relay.Config, br *brokers, logger watermill.LoggerAdapter) {
+	cfg.Topic, cfg.ConsumerGroup, cfg.Logger = OutboxTopic, relayGroup, logger
+	cfg.Out = routingPublisher{log: br.logPub, queue: br.queuePub}
+	b.background = append(b.background, func(ctx context.Context) error { return relay.Run(ctx, cfg) })
 }
+
+// relayBatch is how many outbox messages the relay publishes per produce request or round of confirms.
+const relayBatch = 500
 
 // outboxPublisher wraps a transactional publisher of the store so that what it publishes goes to the
 // outbox, addressed to its real topic.
 func outboxPublisher(txPub message.Publisher) message.Publisher {
-	return forwarder.NewPublisher(txPub, forwarder.PublisherConfig{ForwarderTopic: OutboxTopic})
+	return relay.OutboxPublisher{Next: txPub, OutboxTopic: OutboxTopic}
 }
 
 // openSQLiteWithBrokers runs the job store on SQLite and the log and/or queue on brokers.
@@ -184,11 +168,8 @@ func (b *backend) openSQLiteWithBrokers(ctx context.Context, cfg config.Config, 
 	}
 	b.store = store
 	b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
-	outboxSub, err := sqlite.NewLogSubscriber(db, relayGroup, sqlite.LogSubscriberConfig{}, logger)
-	if err != nil {
-		return err
-	}
-	return b.startRelay(outboxSub, br, logger)
+	b.startRelay(relay.Config{DB: db.Beginner(), Schema: sqlite.LogSchema{SubscribeBatchSize: relayBatch}, Offsets: sqlite.LogOffsets{}}, br, logger)
+	return nil
 }
 
 // attachBrokers runs the log and/or the queue on brokers beside a PostgreSQL or MySQL store; whichever of
@@ -225,9 +206,10 @@ func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger w
 	if isBroker(cfg.Log) {
 		b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
 	}
-	outboxSub, err := sqllog.NewSubscriber(db, d, relayGroup, logger)
+	schema, offsets, err := sqllog.Adapters(d, relayBatch)
 	if err != nil {
 		return err
 	}
-	return b.startRelay(outboxSub, br, logger)
+	b.startRelay(relay.Config{DB: sqltx.Beginner{DB: db}, Schema: schema, Offsets: offsets}, br, logger)
+	return nil
 }

@@ -49,20 +49,26 @@ const (
 )
 
 func (d Dialect) schema() (wsql.SchemaAdapter, wsql.OffsetsAdapter, error) {
+	return Adapters(d, BatchSize)
+}
+
+// Adapters returns the watermill-sql schema and offsets adapters of the log for dialect, reading up to
+// batchSize messages per query. The outbox relay consumes with them in batches of its own.
+func Adapters(d Dialect, batchSize int) (wsql.SchemaAdapter, wsql.OffsetsAdapter, error) {
 	switch d {
 	case DialectPostgres:
 		// BYTEA, not watermill's default JSON: the poison topic must accept payloads that are not JSON,
 		// and bytes skip the server's JSON parsing.
 		return wsql.DefaultPostgreSQLSchema{
 				GeneratePayloadType: func(string) string { return "BYTEA" },
-				SubscribeBatchSize:  BatchSize,
+				SubscribeBatchSize:  batchSize,
 			},
 			wsql.DefaultPostgreSQLOffsetsAdapter{}, nil
 	case DialectMySQL:
 		// LONGBLOB: MariaDB's JSON is a checked LONGTEXT, and BLOB stops at 64 KiB.
 		return mysqlSchema{wsql.DefaultMySQLSchema{
 				GeneratePayloadType: func(string) string { return "LONGBLOB" },
-				SubscribeBatchSize:  BatchSize,
+				SubscribeBatchSize:  batchSize,
 			}},
 			wsql.DefaultMySQLOffsetsAdapter{}, nil
 	}
