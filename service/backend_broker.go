@@ -60,7 +60,11 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 		b.closers = append(b.closers, pub.Close)
 		if cfg.Log == config.BackendKafka {
 			out.logPub, out.poisonPub = pub, pub
-			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(kcfg, group, logger) }
+			// Log handlers are short, so a short rebalance timeout: after a crash the group stops waiting
+			// for the dead member quickly instead of holding the manager's partitions for minutes.
+			logCfg := kcfg
+			logCfg.RebalanceTimeout = 15 * time.Second
+			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(logCfg, group, logger) }
 			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return kafka.MeasureRawThroughput(ctx, kcfg, n) }
 		}
 		if cfg.Queue == config.BackendKafka {
