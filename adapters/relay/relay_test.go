@@ -113,7 +113,6 @@ func TestRelayForwardsOutboxInBatchesKeepingOrderAndIdentity(t *testing.T) {
 		t.Fatalf("forwarded %d messages, want %d (each exactly once)", got, len(want))
 	}
 	seen := map[string]bool{}
-	var order []string
 	for topic, msgs := range broker.byTopic {
 		last := -1
 		for _, m := range msgs {
@@ -132,7 +131,6 @@ func TestRelayForwardsOutboxInBatchesKeepingOrderAndIdentity(t *testing.T) {
 				t.Errorf("%s: message %s out of outbox order", topic, m.UUID)
 			}
 			last = pos
-			order = append(order, m.UUID)
 		}
 	}
 	for _, id := range want {
