@@ -56,7 +56,10 @@ func runMain(m *testing.M) int {
 }
 
 func leakOptions() []goleak.Option {
-	return nil
+	return []goleak.Option{
+		// sarama's metrics registry starts one process-wide ticker that nothing can stop.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	}
 }
 
 func moduleRoot() (string, error) {
