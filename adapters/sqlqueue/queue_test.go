@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.uber.org/goleak"
+
+	"github.com/jobmill/jobmill/internal/servertest"
 )
 
 func TestMain(m *testing.M) {
@@ -39,21 +41,7 @@ func forEachServer(t *testing.T, fn func(t *testing.T, s server)) {
 }
 
 // reopen opens a second pool on a test pool's schema or database.
-func reopen(t *testing.T, db *sql.DB) *sql.DB {
-	t.Helper()
-	dsnMu.Lock()
-	d, ok := dsns[db]
-	dsnMu.Unlock()
-	if !ok {
-		t.Fatal("unknown test DB")
-	}
-	other, err := sql.Open(d.driver, d.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
-	return other
-}
+func reopen(t *testing.T, db *sql.DB) *sql.DB { return servertest.Reopen(t, db) }
 
 func newMsgs(n int) []*message.Message {
 	msgs := make([]*message.Message, n)
