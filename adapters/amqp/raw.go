@@ -3,11 +3,11 @@ package amqp
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/rawrate"
 )
 
 const (
@@ -46,61 +46,5 @@ func MeasureRawThroughput(ctx context.Context, url string, n int) (msgsPerSec fl
 	// Runs before DeleteQueues: consumers leave the queue first.
 	defer func() { err = errors.Join(err, sub.Close()) }()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msgs, err := sub.Subscribe(runCtx, topic)
-	if err != nil {
-		return 0, err
-	}
-
-	payload := []byte(`{"n":0}`)
-	start := time.Now()
-	pubDone := make(chan error, 1)
-	go func() {
-		for sent := 0; sent < n; sent += rawBatch {
-			batch := make([]*message.Message, min(rawBatch, n-sent))
-			for i := range batch {
-				batch[i] = message.NewMessage(watermill.NewUUID(), payload)
-				batch[i].SetContext(runCtx)
-			}
-			if err := pub.Publish(topic, batch...); err != nil {
-				pubDone <- err
-				return
-			}
-		}
-		pubDone <- nil
-	}()
-	pubPending := true
-	defer func() {
-		cancel()
-		if pubPending {
-			<-pubDone
-		}
-	}()
-
-	for got := 0; got < n; {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				return 0, errors.New("amqp: raw throughput: subscription closed early")
-			}
-			m.Ack()
-			got++
-		case err := <-pubDone:
-			pubPending = false
-			if err != nil {
-				return 0, fmt.Errorf("amqp: raw throughput: publish: %w", err)
-			}
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-	elapsed := time.Since(start)
-	if pubPending {
-		pubPending = false
-		if err := <-pubDone; err != nil {
-			return 0, fmt.Errorf("amqp: raw throughput: publish: %w", err)
-		}
-	}
-	return float64(n) / elapsed.Seconds(), nil
+	return rawrate.Measure(ctx, pub, sub, topic, n, rawBatch, "amqp")
 }

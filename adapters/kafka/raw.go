@@ -3,12 +3,11 @@ package kafka
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/rawrate"
 )
 
 const rawBatch = 500
@@ -47,62 +46,5 @@ func MeasureRawThroughput(ctx context.Context, cfg Config, n int) (msgsPerSec fl
 	}
 	defer func() { err = errors.Join(err, sub.Close()) }()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msgs, err := sub.Subscribe(runCtx, topic)
-	if err != nil {
-		return 0, err
-	}
-
-	payload := []byte(`{"n":0}`)
-	start := time.Now()
-	pubDone := make(chan error, 1)
-	go func() {
-		for sent := 0; sent < n; sent += rawBatch {
-			batch := make([]*message.Message, min(rawBatch, n-sent))
-			for i := range batch {
-				batch[i] = message.NewMessage(watermill.NewUUID(), payload)
-				// 64 keys spread the messages over the partitions like 64 concurrent jobs.
-				batch[i].Metadata.Set("partition_key", strconv.Itoa((sent+i)%64))
-			}
-			if err := pub.Publish(topic, batch...); err != nil {
-				pubDone <- err
-				return
-			}
-		}
-		pubDone <- nil
-	}()
-	pubPending := true
-	defer func() {
-		cancel()
-		if pubPending {
-			<-pubDone
-		}
-	}()
-
-	for got := 0; got < n; {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				return 0, errors.New("kafka: raw throughput: subscription closed early")
-			}
-			m.Ack()
-			got++
-		case err := <-pubDone:
-			pubPending = false
-			if err != nil {
-				return 0, fmt.Errorf("kafka: raw throughput: publish: %w", err)
-			}
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-	elapsed := time.Since(start)
-	if pubPending {
-		pubPending = false
-		if err := <-pubDone; err != nil {
-			return 0, fmt.Errorf("kafka: raw throughput: publish: %w", err)
-		}
-	}
-	return float64(n) / elapsed.Seconds(), nil
+	return rawrate.Measure(ctx, pub, sub, topic, n, rawBatch, "kafka")
 }

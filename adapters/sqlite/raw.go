@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/rawrate"
 )
 
 const rawBatch = 500
@@ -43,58 +44,7 @@ func MeasureRawThroughput(ctx context.Context, db *DB, n int) (msgsPerSec float6
 	// connection and stop querying the tables first.
 	defer func() { err = errors.Join(err, sub.Close()) }()
 
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msgs, err := sub.Subscribe(runCtx, topic)
-	if err != nil {
-		return 0, err
-	}
-
-	payload := []byte(`{"n":0}`)
-	start := time.Now()
-	pubDone := make(chan error, 1)
-	go func() {
-		for sent := 0; sent < n; sent += rawBatch {
-			batch := make([]*message.Message, min(rawBatch, n-sent))
-			for i := range batch {
-				batch[i] = message.NewMessage(watermill.NewUUID(), payload)
-				batch[i].SetContext(runCtx)
-			}
-			if err := pub.Publish(topic, batch...); err != nil {
-				pubDone <- err
-				return
-			}
-		}
-		pubDone <- nil
-	}()
-	// The publisher goroutine must end before this function returns.
-	pubPending := true
-	defer func() {
-		cancel()
-		if pubPending {
-			<-pubDone
-		}
-	}()
-
-	for got := 0; got < n; {
-		select {
-		case msg, ok := <-msgs:
-			if !ok {
-				return 0, errors.New("sqlite: raw throughput: subscription closed early")
-			}
-			msg.Ack()
-			got++
-		case err := <-pubDone:
-			pubPending = false
-			if err != nil {
-				return 0, fmt.Errorf("sqlite: raw throughput: publish: %w", err)
-			}
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-	elapsed := time.Since(start)
-	return float64(n) / elapsed.Seconds(), nil
+	return rawrate.Measure(ctx, pub, sub, topic, n, rawBatch, "sqlite")
 }
 
 // dropLogTopic deletes a topic's message and offsets tables.
