@@ -3,7 +3,9 @@
 package app
 
 import (
+	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/live"
 	"github.com/jobmill/jobmill/app/manager"
 	"github.com/jobmill/jobmill/app/query"
 	"github.com/jobmill/jobmill/app/worker"
@@ -17,15 +19,23 @@ type Application struct {
 	Manager *manager.Manager
 	// Worker runs the commands of the work queue.
 	Worker *worker.Worker
+	// Live streams job changes to API subscribers.
+	Live *live.Hub
+	// Tokens authenticates API requests.
+	Tokens access.Tokens
 }
 
 // Commands change jobs.
 type Commands struct {
-	SubmitJob command.SubmitJobHandler
-	CancelJob command.CancelJobHandler
+	SubmitJob          command.SubmitJobHandler
+	CancelJob          command.CancelJobHandler
+	RetryFailedSubJobs command.RetryFailedSubJobsHandler
 }
 
 // Queries read jobs.
 type Queries struct {
-	JobStatus query.JobStatusHandler
+	JobStatus   query.JobStatusHandler
+	ListJobs    query.ListJobsHandler
+	ListSubJobs query.ListSubJobsHandler
+	JobTypes    query.JobTypesHandler
 }

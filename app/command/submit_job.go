@@ -23,6 +23,8 @@ type SubmitJob struct {
 	Input []byte
 	// IdempotencyKey, when set, makes a repeated submission return the first job instead of a new one.
 	IdempotencyKey string
+	// Deadline is when the submitter needs the job finished; zero for none. It must lie in the future.
+	Deadline time.Time
 }
 
 // SubmitJobHandler handles SubmitJob.
@@ -41,8 +43,12 @@ func NewSubmitJobHandler(store job.Store, types *jobtype.Registry, newID func() 
 	return SubmitJobHandler{store: store, types: types, newID: newID, now: now}, nil
 }
 
-// ErrInvalidInput: the job input is not valid JSON.
-var ErrInvalidInput = errors.New("job input must be valid JSON")
+var (
+	// ErrInvalidInput: the job input is not valid JSON.
+	ErrInvalidInput = errors.New("job input must be valid JSON")
+	// ErrInvalidDeadline: the deadline has already passed.
+	ErrInvalidDeadline = errors.New("invalid deadline")
+)
 
 // Handle creates the job and its JobStarted event in one transaction and returns the job id. A repeated
 // idempotency key returns the existing job's id and no error.
@@ -60,10 +66,15 @@ func (h SubmitJobHandler) Handle(ctx context.Context, cmd SubmitJob) (string, er
 	if cmd.Tenant == "" {
 		cmd.Tenant = DefaultTenant
 	}
-	j, fx, err := job.New(h.newID(), cmd.Tenant, def.Name, cmd.Input, def.Policy, h.now())
+	now := h.now()
+	if !cmd.Deadline.IsZero() && !cmd.Deadline.After(now) {
+		return "", fmt.Errorf("%w: %s is not in the future", ErrInvalidDeadline, cmd.Deadline.Format(time.RFC3339))
+	}
+	j, fx, err := job.New(h.newID(), cmd.Tenant, def.Name, cmd.Input, def.Policy, now)
 	if err != nil {
 		return "", err
 	}
+	j.Deadline = cmd.Deadline
 	id := j.ID
 	err = h.store.Update(ctx, func(ctx context.Context, tx job.Tx) error {
 		existing, err := tx.CreateJob(ctx, j, cmd.IdempotencyKey)

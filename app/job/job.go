@@ -11,6 +11,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrTerminal: the job already completed, failed or was cancelled.
 	ErrTerminal = errors.New("job already finished")
+	// ErrNotRetryable: failed sub-jobs can be retried only while step 2 runs.
+	ErrNotRetryable = errors.New("failed sub-jobs can be retried only while step 2 runs")
 )
 
 // Outcome says what applying a worker's report did. Callers count Duplicate and Late; neither changes state
@@ -68,8 +70,11 @@ type Job struct {
 	StepAttempt  int
 	StepDeadline time.Time
 
-	Output    []byte // step 3's output
-	Error     string
+	Output []byte // step 3's output
+	Error  string
+	// Deadline is when the submitter needs the job finished (zero: none). It is informational for now:
+	// it is shown to users and kept for planning the worker pool.
+	Deadline  time.Time
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	Steps     [3]StepTimes
@@ -166,6 +171,13 @@ func derefEvent(e Message) Message {
 		return *ev
 	}
 	return e
+}
+
+// Version increases with every change a user can see: each event the job emits and each sub-job
+// outcome, retry or time-out it counts. Live views number their updates with it, so a client that
+// reconnects asks for what came after the last version it saw.
+func (j *Job) Version() int64 {
+	return j.Seq + j.Succeeded + j.Failed + j.Retries + j.TimedOut
 }
 
 // Progress is the share of sub-jobs with a final outcome, 0..1 (1 once the job completed).
@@ -344,6 +356,23 @@ func (j *Job) retry(s *SubJob, now time.Time) Message {
 	s.Deadline = now.Add(j.Policy.SubJobTimeout)
 	s.NextAttemptAt = time.Time{}
 	return RunSubJob{JobID: j.ID, Tenant: j.Tenant, Type: j.Type, Index: s.Index, Attempt: s.Attempt, Input: s.Input}
+}
+
+// RetryFailedSubJob gives a sub-job that failed for good one more attempt (attempt numbers keep counting
+// up, so reports of the old attempts stay duplicates). It is allowed while step 2 runs: once step 2
+// closed, step 3 has already been given the outcome.
+func (j *Job) RetryFailedSubJob(s *SubJob, now time.Time) (Message, error) {
+	if j.State != StateStep2Running {
+		return nil, fmt.Errorf("retry sub-job %d of job %s: %w (state %s)", s.Index, j.ID, ErrNotRetryable, j.State)
+	}
+	if s.State != SubJobFailed {
+		return nil, fmt.Errorf("retry sub-job %d of job %s: %w (sub-job %s)", s.Index, j.ID, ErrNotRetryable, s.State)
+	}
+	j.Failed--
+	j.InFlight++
+	j.UpdatedAt = now
+	s.FinishedAt = time.Time{}
+	return j.retry(s, now), nil
 }
 
 // StartStep3 reacts to Step2Completed: step 3 goes to a worker, once.

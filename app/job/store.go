@@ -64,9 +64,12 @@ type Reader interface {
 
 // ListFilter selects jobs; zero fields match everything.
 type ListFilter struct {
-	Tenant  string
-	States  []State
-	Type    string
-	Limit   int
-	AfterID string
+	Tenant string
+	States []State
+	Type   string
+	// CreatedAfter and CreatedBefore bound the creation time (inclusive, exclusive); zero: unbounded.
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	Limit         int
+	AfterID       string
 }
