@@ -31,6 +31,12 @@ const (
 	RoleTicker    = "ticker"
 )
 
+// Auth modes of the API; see Config.Auth.
+const (
+	AuthRequired = "required"
+	AuthOff      = "off"
+)
+
 // Allowed values, in the order they are listed in error messages.
 var (
 	transportBackends = []string{BackendSQLite, BackendPostgres, BackendMySQL, BackendKafka, BackendAMQP}
@@ -38,6 +44,7 @@ var (
 	allRoles          = []string{RoleAPI, RoleManager, RoleWorker, RoleProjector, RoleTicker}
 	logLevels         = []string{"debug", "info", "warn", "error"}
 	logFormats        = []string{"text", "json"}
+	authModes         = []string{AuthRequired, AuthOff}
 )
 
 // Config is the complete configuration of one jobmill process.
@@ -67,6 +74,10 @@ type Config struct {
 
 	// Listen is the host:port the HTTP API listens on.
 	Listen string `koanf:"listen"`
+	// Auth is whether API requests need a token: required or off. Off is accepted only on a loopback
+	// listen address, for local development.
+	Auth string    `koanf:"auth"`
+	API  APIConfig `koanf:"api"`
 	// Workers is the number of sub-job executions this process runs
 	// concurrently. It may be 0 only when the worker role is not enabled.
 	Workers int `koanf:"workers"`
@@ -123,6 +134,15 @@ type KafkaConfig struct {
 	Partitions int `koanf:"partitions"`
 }
 
+// APIConfig limits the GraphQL API.
+type APIConfig struct {
+	// AllowedOrigins are the origins (host patterns such as "app.example.com" or "*.example.com") whose
+	// pages may open websocket subscriptions; empty allows only same-origin pages and non-browser clients.
+	AllowedOrigins []string `koanf:"allowed_origins"`
+	// RateLimit is how many requests per second one token may make (bursts of twice that).
+	RateLimit int `koanf:"rate_limit"`
+}
+
 // Default returns the configuration used when no file, environment variable
 // or flag sets anything; it is what Load returns in that case.
 func Default() Config {
@@ -146,6 +166,8 @@ func unresolvedDefault() Config {
 			Partitions: 8,
 		},
 		Listen:         "127.0.0.1:8080",
+		Auth:           AuthRequired,
+		API:            APIConfig{RateLimit: 50},
 		Workers:        32,
 		Roles:          slices.Clone(allRoles),
 		Tick:           time.Second,
@@ -215,6 +237,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("kafka.brokers", r.Kafka.Brokers),
 		slog.Int("kafka.partitions", r.Kafka.Partitions),
 		slog.String("listen", r.Listen),
+		slog.String("auth", r.Auth),
+		slog.Any("api.allowed_origins", r.API.AllowedOrigins),
+		slog.Int("api.rate_limit", r.API.RateLimit),
 		slog.Int("workers", r.Workers),
 		slog.Any("roles", r.Roles),
 		slog.Duration("tick", r.Tick),

@@ -62,6 +62,8 @@ func TestDefault(t *testing.T) {
 		AMQP:      AMQPConfig{URL: "amqp://guest:guest@127.0.0.1:5672/"},
 		Kafka:     KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, Partitions: 8},
 		Listen:    "127.0.0.1:8080",
+		Auth:      "required",
+		API:       APIConfig{RateLimit: 50},
 		Workers:   32,
 		Roles:     []string{"api", "manager", "worker", "projector", "ticker"},
 		Tick:      time.Second,
@@ -360,6 +362,11 @@ func TestLoadErrors(t *testing.T) {
 		{"empty outbox dir", source{env: []string{"JOBMILL_OUTBOX_DIR= "}}, "outbox_dir", "must not be empty"},
 		{"bad log level", source{file: "log_level: verbose\n"}, "log_level", `must be one of debug, info, warn, error (got "verbose")`},
 		{"bad log format", source{file: "log_format: xml\n"}, "log_format", `must be one of text, json (got "xml")`},
+		{"bad auth", source{env: []string{"JOBMILL_AUTH=maybe"}}, "auth", `must be one of required, off (got "maybe")`},
+		{"auth off on every interface", source{args: []string{"--auth", "off", "--listen", "0.0.0.0:8080"}}, "auth", "allowed only on a loopback"},
+		{"auth off with empty host", source{file: "auth: off\nlisten: ':8080'\n"}, "auth", "allowed only on a loopback"},
+		{"auth off on a public address", source{env: []string{"JOBMILL_AUTH=off", "JOBMILL_LISTEN=10.1.2.3:80"}}, "auth", "loopback"},
+		{"rate limit", source{file: "api:\n  rate_limit: 0\n"}, "api.rate_limit", "at least 1"},
 
 		// Problems in the file.
 		{"unknown key", source{file: "workers: 4\nbogus: 1\n"}, "bogus", "unknown key in jobmill.yaml"},
@@ -618,7 +625,7 @@ func TestRegisterFlags(t *testing.T) {
 // set, e.g. one added without a koanf tag.
 func TestEveryFieldIsLoadable(t *testing.T) {
 	want := []string{
-		"amqp.url", "connect_timeout", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
+		"amqp.url", "api.allowed_origins", "api.rate_limit", "auth", "connect_timeout", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
 		"log_format", "log_level", "mysql.dsn", "outbox_dir", "postgres.url", "queue", "roles",
 		"sqlite.path", "store", "tick", "transport", "workers",
 	}
@@ -636,5 +643,21 @@ func TestEveryFieldIsLoadable(t *testing.T) {
 		if envKeys[envName(k)] != k {
 			t.Errorf("no environment variable for %q", k)
 		}
+	}
+}
+
+func TestAuthOffOnLoopback(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:8080", "localhost:9000", "[::1]:8080"} {
+		c, err := source{env: []string{"JOBMILL_AUTH=off", "JOBMILL_LISTEN=" + listen}}.run(t)
+		if err != nil {
+			t.Fatalf("auth off on %s: %v", listen, err)
+		}
+		if c.Auth != AuthOff {
+			t.Fatalf("auth = %q, want off", c.Auth)
+		}
+	}
+	// Off is fine on any address when this process serves no API.
+	if _, err := (source{env: []string{"JOBMILL_AUTH=off", "JOBMILL_LISTEN=0.0.0.0:8080", "JOBMILL_ROLES=worker"}}).run(t); err != nil {
+		t.Fatalf("auth off without the api role: %v", err)
 	}
 }

@@ -82,6 +82,17 @@ func (c Config) validate() *Error {
 		return &Error{Key: "listen", Problem: fmt.Sprintf("%s (got %q)", err, c.Listen)}
 	}
 
+	if err := oneOf("auth", c.Auth, authModes); err != nil {
+		return err
+	}
+	if c.Auth == AuthOff && c.HasRole(RoleAPI) && !isLoopback(c.Listen) {
+		return &Error{Key: "auth", Problem: fmt.Sprintf("off is allowed only on a loopback listen address (listen is %q): "+
+			"create a token with `jobmill token create --tenant NAME` and keep auth required", c.Listen)}
+	}
+	if c.API.RateLimit < 1 {
+		return &Error{Key: "api.rate_limit", Problem: fmt.Sprintf("must be at least 1 request per second (got %d)", c.API.RateLimit)}
+	}
+
 	if len(c.Roles) == 0 {
 		return &Error{Key: "roles", Problem: "must name at least one of " + strings.Join(allRoles, ", ")}
 	}
@@ -175,4 +186,18 @@ func checkHostPort(addr string) error {
 		return fmt.Errorf("must be host:port: missing port")
 	}
 	return nil
+}
+
+// isLoopback reports whether a listen address accepts only local connections. An empty host (":8080")
+// listens on every interface, so it is not loopback.
+func isLoopback(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/jobmill/jobmill/adapters/jobstore"
+	"github.com/jobmill/jobmill/adapters/logtail"
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/app/job"
@@ -24,6 +25,8 @@ type backend struct {
 	// poisonPublisher receives malformed messages (the log publisher unless set).
 	poisonPublisher message.Publisher
 	logSubscriber   func(consumerGroup string) (message.Subscriber, error)
+	// tailSubscriber hears log events from now on without a consumer group (live views).
+	tailSubscriber  func() (message.Subscriber, error)
 	queueSubscriber func(concurrency int) (message.Subscriber, error)
 	rawThroughput   func(ctx context.Context, n int) (float64, error)
 	ping            func(ctx context.Context) error
@@ -106,6 +109,9 @@ func (b *backend) openSQLite(ctx context.Context, cfg config.Config, logger wate
 	}
 	b.logSubscriber = func(group string) (message.Subscriber, error) {
 		return sqlite.NewLogSubscriber(db, group, sqlite.LogSubscriberConfig{}, logger)
+	}
+	b.tailSubscriber = func() (message.Subscriber, error) {
+		return logtail.NewSubscriber(logtail.Config{DB: db.Read, Dialect: logtail.SQLite}, logger)
 	}
 	b.queueSubscriber = func(concurrency int) (message.Subscriber, error) {
 		return sqlite.NewQueueSubscriber(db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, logger)

@@ -65,6 +65,7 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			logCfg := kcfg
 			logCfg.RebalanceTimeout = 15 * time.Second
 			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(logCfg, group, logger) }
+			b.tailSubscriber = func() (message.Subscriber, error) { return kafka.NewTailSubscriber(kcfg, logger) }
 			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return kafka.MeasureRawThroughput(ctx, kcfg, n) }
 		}
 		if cfg.Queue == config.BackendKafka {
@@ -106,6 +107,7 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			b.closers = append(b.closers, logPub.Close)
 			out.logPub = logPub
 			b.logSubscriber = func(group string) (message.Subscriber, error) { return amqp.NewLogSubscriber(url, group, logger) }
+			b.tailSubscriber = func() (message.Subscriber, error) { return amqp.NewTailSubscriber(url, logger) }
 			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return amqp.MeasureRawThroughput(ctx, url, n) }
 		}
 		if cfg.Queue == config.BackendAMQP {

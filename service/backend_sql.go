@@ -12,6 +12,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/jobmill/jobmill/adapters/jobstore"
+	"github.com/jobmill/jobmill/adapters/logtail"
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqllog"
 	"github.com/jobmill/jobmill/adapters/sqlqueue"
@@ -46,6 +47,13 @@ func (b *backend) openServerStore(ctx context.Context, cfg config.Config, logger
 		}
 		b.logSubscriber = func(group string) (message.Subscriber, error) {
 			return sqllog.NewSubscriber(db, d, group, logger)
+		}
+		tail := logtail.Postgres
+		if d == sqllog.DialectMySQL {
+			tail = logtail.MySQL
+		}
+		b.tailSubscriber = func() (message.Subscriber, error) {
+			return logtail.NewSubscriber(logtail.Config{DB: db, Dialect: tail}, logger)
 		}
 		b.rawThroughput = func(ctx context.Context, n int) (float64, error) {
 			return sqllog.MeasureRawThroughput(ctx, db, d, n)

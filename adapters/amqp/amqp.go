@@ -102,6 +102,23 @@ func NewLogSubscriber(url, consumerGroup string, logger watermill.LoggerAdapter)
 	return s, nil
 }
 
+// NewTailSubscriber hears log messages published from now on, on a queue of its own that RabbitMQ
+// deletes when the subscriber disconnects: for live views, which need no history and must leave nothing
+// behind. Messages published while it is disconnected are not seen.
+func NewTailSubscriber(url string, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	logger = orNop(logger)
+	c := logConfig(url, "live-"+watermill.NewShortUUID())
+	c.Queue.Durable = false
+	c.Queue.AutoDelete = true
+	c.Queue.Exclusive = true
+	c.Consume.Qos.PrefetchCount = 100
+	s, err := wamqp.NewSubscriber(c, logger)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: tail subscriber for %s: %w", redactURL(url), redactErr(err, url))
+	}
+	return s, nil
+}
+
 // NewQueueSubscriber reads work queues with concurrency messages in flight: each Subscribe opens
 // concurrency subscriptions on one connection, each with a prefetch of one, merged into one channel.
 func NewQueueSubscriber(url string, concurrency int, logger watermill.LoggerAdapter) (message.Subscriber, error) {

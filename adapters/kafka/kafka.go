@@ -206,3 +206,29 @@ func NewSubscriber(cfg Config, consumerGroup string, logger watermill.LoggerAdap
 	}
 	return sub, nil
 }
+
+// NewTailSubscriber reads every partition from the newest offset without a consumer group and commits
+// nothing: for a process that wants to hear what happens from now on (live views), not to process the
+// log.
+func NewTailSubscriber(cfg Config, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	sc, err := cfg.consumerSarama()
+	if err != nil {
+		return nil, err
+	}
+	sc.Consumer.Offsets.Initial = sarama.OffsetNewest
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sub, err := wkafka.NewSubscriber(wkafka.SubscriberConfig{
+		Brokers:               cfg.Brokers,
+		Unmarshaler:           marshaler,
+		OverwriteSaramaConfig: sc,
+		ReconnectRetrySleep:   time.Second,
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: tail subscriber: %w", err)
+	}
+	return sub, nil
+}

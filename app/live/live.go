@@ -164,6 +164,7 @@ func (h *Hub) attach(jobID string, sub *subscriber, seen *job.Job) {
 	w := h.watches[jobID]
 	if w == nil {
 		w = newWatch(jobID)
+		w.last = seen // the first read reports what changed since the subscriber's own read
 		h.watches[jobID] = w
 		h.wg.Add(1)
 		go func() {
