@@ -462,3 +462,55 @@ func BenchmarkQueuePublish(b *testing.B) {
 		run(b, pub)
 	})
 }
+
+// A tail subscriber hears what is published while it is connected, and takes nothing from the durable
+// queues of consumer groups.
+func TestTailSubscriberHearsOnlyNewMessagesAndTakesNothingFromGroups(t *testing.T) {
+	url := requireRabbit(t)
+	topic := newTopic(t, url, "manager")
+	if err := amqp.Declare(testCtx(t), url, nil, []string{topic}, []string{"manager"}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := amqp.NewLogPublisher(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeOnCleanup(t, pub)
+	publish(t, pub, topic, newMessages(5)) // before the tail: never seen by it
+
+	sub, err := amqp.NewTailSubscriber(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := subscribe(t, sub, topic)
+	msgs := newMessages(20)
+	publish(t, pub, topic, msgs)
+	for i, want := range msgs {
+		m := receive(t, ch)
+		if m.UUID != want.UUID {
+			t.Fatalf("message %d: got %s, want %s", i, m.UUID, want.UUID)
+		}
+		m.Ack()
+	}
+	expectNothing(t, ch, 200*time.Millisecond)
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The durable group queue still has everything.
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := c.QueueDeclarePassive(topic+"_manager", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != 25 {
+		t.Fatalf("manager queue holds %d messages, want 25", q.Messages)
+	}
+}

@@ -347,3 +347,56 @@ func BenchmarkPublish(b *testing.B) {
 		run(b, pub)
 	})
 }
+
+// A tail subscriber hears only what is published after it started, from every partition, and leaves no
+// consumer group behind.
+func TestTailSubscriberStartsAtTheNewestOffset(t *testing.T) {
+	cfg := testConfig(3)
+	topic := newTopic(t, cfg)
+	pub := newPublisher(t, cfg)
+	for i := range 10 {
+		if err := pub.Publish(topic, keyed("old-"+strconv.Itoa(i), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := kafka.NewTailSubscriber(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := sub.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	// The partition consumers start asynchronously: publish until the first new message arrives, then
+	// check that nothing old ever does.
+	want := map[string]bool{}
+	got := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; got == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("tail subscriber received nothing")
+		}
+		key := "new-" + strconv.Itoa(i)
+		want[key] = true
+		if err := pub.Publish(topic, keyed(key, i)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-ch:
+			m.Ack()
+			if !want[m.Metadata.Get(messaging.PartitionKeyMetadata)] {
+				t.Fatalf("tail received %q, published before it started", m.Metadata.Get(messaging.PartitionKeyMetadata))
+			}
+			got++
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
