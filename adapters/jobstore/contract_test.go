@@ -3,22 +3,29 @@ package jobstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/pressly/goose/v3"
 
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/adapters/sqllog"
 	"github.com/jobmill/jobmill/adapters/sqlqueue"
+	"github.com/jobmill/jobmill/adapters/sqltx"
+	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/internal/servertest"
 )
 
 // backend is one store under the contract, with a way to count what its outbox holds.
@@ -26,6 +33,52 @@ type backend struct {
 	store job.Store
 	// outboxed counts the rows of the event log's table and of the work queue.
 	outboxed func(t *testing.T) (events, commands int)
+	// reopen returns a new store on new connections to the same database, as a restarted process opens it.
+	reopen func(t *testing.T) job.Store
+	// inBatch runs fn with the context of a message consumed from a log of the store's database, so that
+	// an Update with that context joins the subscriber's batch transaction (and its write-behind job
+	// cache). It returns once the batch committed.
+	inBatch func(t *testing.T, fn func(ctx context.Context))
+	// batchRow reads a job's stored deadline column inside the batch transaction ctx carries: what the
+	// transaction holds, not what the store's cache holds.
+	batchRow func(t *testing.T, ctx context.Context, id string) (deadline int64)
+}
+
+// batchTopics numbers the log topics that inBatch creates, one per call.
+var batchTopics atomic.Int64
+
+// consumeOne publishes one message to a new topic, receives it through sub, runs fn with its context,
+// acks it, and waits until the batch transaction committed.
+func consumeOne(t *testing.T, pub message.Publisher, sub message.Subscriber, topic string,
+	onCommit func(ctx context.Context, fn func()) bool, fn func(ctx context.Context)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	defer func() { _ = sub.Close() }() // before cancel: closing commits what was acked
+	if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), []byte(`{}`))); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *message.Message
+	select {
+	case m = <-ch:
+	case <-ctx.Done():
+		t.Fatal("no message from the log")
+	}
+	committed := make(chan struct{})
+	if !onCommit(m.Context(), func() { close(committed) }) {
+		t.Fatal("the message carries no transaction of the store's database")
+	}
+	fn(m.Context())
+	m.Ack()
+	select {
+	case <-committed:
+	case <-ctx.Done():
+		t.Fatal("the batch did not commit")
+	}
 }
 
 func forEachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
@@ -48,11 +101,16 @@ func newServerBackend(t *testing.T, db *sql.DB, d Dialect) backend {
 		Events:   func(tx *sql.Tx) (message.Publisher, error) { return sqllog.NewTxPublisher(tx, logDialect) },
 		Commands: func(tx *sql.Tx) (message.Publisher, error) { return sqlqueue.NewTxPublisher(tx, queueDialect) },
 	}
-	st, err := NewSQL(ctx, db, d, outbox, nil)
-	if err != nil {
-		t.Fatal(err)
+	open := func(t *testing.T, db *sql.DB) *SQL {
+		t.Helper()
+		st, err := NewSQL(ctx, db, d, outbox, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
 	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := open(t, db)
 	// A second NewSQL on a migrated schema is a no-op.
 	again, err := NewSQL(ctx, db, d, outbox, nil)
 	if err != nil {
@@ -64,32 +122,114 @@ func newServerBackend(t *testing.T, db *sql.DB, d Dialect) backend {
 	if d == DialectMySQL {
 		logTable = "`watermill_" + messaging.EventsTopic + "`"
 	}
-	return backend{store: st, outboxed: func(t *testing.T) (int, int) {
-		return countRows(t, db, logTable), countRows(t, db, sqlqueue.Table)
-	}}
+	return backend{
+		store: st,
+		outboxed: func(t *testing.T) (int, int) {
+			return countRows(t, db, logTable), countRows(t, db, sqlqueue.Table)
+		},
+		reopen: func(t *testing.T) job.Store { return open(t, servertest.Reopen(t, db)) },
+		inBatch: func(t *testing.T, fn func(ctx context.Context)) {
+			t.Helper()
+			pub, err := sqllog.NewPublisher(db, logDialect)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := sqllog.NewSubscriber(db, logDialect, "jobstore_test", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			topic := fmt.Sprintf("jobstore_batch_%d", batchTopics.Add(1))
+			consumeOne(t, pub, sub, topic, func(ctx context.Context, f func()) bool {
+				tx, ok := sqltx.FromContext(ctx, db)
+				if ok {
+					tx.AfterCommit(f)
+				}
+				return ok
+			}, fn)
+		},
+		batchRow: func(t *testing.T, ctx context.Context, id string) int64 {
+			t.Helper()
+			tx, ok := sqltx.FromContext(ctx, db)
+			if !ok {
+				t.Fatal("no batch transaction in the context")
+			}
+			var deadline int64
+			if err := tx.Tx.QueryRowContext(ctx, st.rebind(`SELECT deadline FROM jobs WHERE id = ?`), id).Scan(&deadline); err != nil {
+				t.Fatal(err)
+			}
+			return deadline
+		},
+	}
 }
 
 func newSQLiteBackend(t *testing.T) backend {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "jobmill.db"))
-	if err != nil {
-		t.Fatal(err)
+	path := filepath.Join(t.TempDir(), "jobmill.db")
+	open := func(t *testing.T) (*sqlite.DB, *SQLite) {
+		t.Helper()
+		db, err := sqlite.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = db.Close() })
+		st, err := NewSQLite(ctx, db, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db, st
 	}
-	t.Cleanup(func() { _ = db.Close() })
+	db, st := open(t)
 	if err := sqlite.InitializeLogTopics(ctx, db, messaging.EventsTopic); err != nil {
 		t.Fatal(err)
 	}
 	if err := sqlite.InitializeQueue(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	st, err := NewSQLite(ctx, db, nil)
-	if err != nil {
-		t.Fatal(err)
+	return backend{
+		store: st,
+		outboxed: func(t *testing.T) (int, int) {
+			return countRows(t, db.Read, sqlite.LogSchema{}.MessagesTable(messaging.EventsTopic)), countRows(t, db.Read, "jobmill_queue")
+		},
+		reopen: func(t *testing.T) job.Store {
+			_, st := open(t)
+			return st
+		},
+		inBatch: func(t *testing.T, fn func(ctx context.Context)) {
+			t.Helper()
+			pub, err := sqlite.NewLogPublisher(db, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sub, err := sqlite.NewLogSubscriber(db, "jobstore_test", sqlite.LogSubscriberConfig{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			topic := fmt.Sprintf("jobstore_batch_%d", batchTopics.Add(1))
+			if err := sqlite.InitializeLogTopics(ctx, db, topic); err != nil {
+				t.Fatal(err)
+			}
+			consumeOne(t, pub, sub, topic, func(ctx context.Context, f func()) bool {
+				tx, ok := sqlite.TxFromContext(ctx)
+				if ok {
+					tx.AfterCommit(f)
+				}
+				return ok
+			}, fn)
+		},
+		batchRow: func(t *testing.T, ctx context.Context, id string) int64 {
+			t.Helper()
+			tx, ok := sqlite.TxFromContext(ctx)
+			if !ok {
+				t.Fatal("no batch transaction in the context")
+			}
+			var deadline int64
+			if err := tx.SQL().QueryRowContext(ctx, `SELECT deadline FROM jobs WHERE id = ?`, id).Scan(&deadline); err != nil {
+				t.Fatal(err)
+			}
+			return deadline
+		},
 	}
-	return backend{store: st, outboxed: func(t *testing.T) (int, int) {
-		return countRows(t, db.Read, sqlite.LogSchema{}.MessagesTable(messaging.EventsTopic)), countRows(t, db.Read, "jobmill_queue")
-	}}
 }
 
 func countRows(t *testing.T, db *sql.DB, table string) int {
@@ -106,10 +246,16 @@ func at(sec int64) time.Time { return time.UnixMicro(sec*1_000_000 + 123_456) }
 
 func create(t *testing.T, st job.Store, id, tenant, typ, key string) (string, error) {
 	t.Helper()
-	j, fx, err := job.New(id, tenant, typ, []byte(`{"in":"`+id+`"}`), job.DefaultPolicy(), at(1000))
+	return createJob(t, st, id, tenant, typ, key, at(1000), time.Time{})
+}
+
+func createJob(t *testing.T, st job.Store, id, tenant, typ, key string, createdAt, deadline time.Time) (string, error) {
+	t.Helper()
+	j, fx, err := job.New(id, tenant, typ, []byte(`{"in":"`+id+`"}`), job.DefaultPolicy(), createdAt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	j.Deadline = deadline
 	var existing string
 	err = st.Update(context.Background(), func(ctx context.Context, tx job.Tx) error {
 		var err error
@@ -130,7 +276,12 @@ func mustCreate(t *testing.T, st job.Store, id, tenant, typ string) {
 
 func update(t *testing.T, st job.Store, fn func(ctx context.Context, tx job.Tx) error) {
 	t.Helper()
-	if err := st.Update(context.Background(), fn); err != nil {
+	updateIn(t, context.Background(), st, fn)
+}
+
+func updateIn(t *testing.T, ctx context.Context, st job.Store, fn func(ctx context.Context, tx job.Tx) error) {
+	t.Helper()
+	if err := st.Update(ctx, fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -190,7 +341,7 @@ func TestStoreContract(t *testing.T) {
 					{StartedAt: at(1003), FinishedAt: at(1004)},
 					{StartedAt: at(1005), FinishedAt: at(1006)},
 				},
-				EndedAt: at(1007),
+				EndedAt: at(1007), Deadline: at(1008),
 			}
 			want.Policy.MaxAttempts = 9
 			want.Policy.ToleratedFailurePercent = 12.5
@@ -635,5 +786,416 @@ func TestStoreContract(t *testing.T) {
 				t.Fatalf("DueJobs before any deadline = %v", early)
 			}
 		})
+
+		t.Run("deadline", func(t *testing.T) {
+			if _, err := createJob(t, st, "dl-1", "dl", "invoices", "", at(1000), at(9000)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := createJob(t, st, "dl-0", "dl", "invoices", "", at(1000), time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			deadlineOf := func(st job.Store, id string) time.Time {
+				t.Helper()
+				j, err := st.GetJob(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return j.Deadline
+			}
+			// CreateJob stores it; a job without one reads back zero.
+			if d := deadlineOf(st, "dl-1"); !d.Equal(at(9000)) {
+				t.Fatalf("created with deadline %v, reads back %v", at(9000), d)
+			}
+			if d := deadlineOf(st, "dl-0"); !d.IsZero() {
+				t.Fatalf("created without a deadline, reads back %v", d)
+			}
+			// SaveJob stores a changed one, and ListJobs reads it like GetJob.
+			update(t, st, func(ctx context.Context, tx job.Tx) error {
+				j, err := tx.Job(ctx, "dl-1")
+				if err != nil {
+					return err
+				}
+				if !j.Deadline.Equal(at(9000)) {
+					return fmt.Errorf("deadline in a transaction %v, want %v", j.Deadline, at(9000))
+				}
+				j.Deadline = at(9500)
+				return tx.SaveJob(ctx, j)
+			})
+			if d := deadlineOf(st, "dl-1"); !d.Equal(at(9500)) {
+				t.Fatalf("saved deadline %v, reads back %v", at(9500), d)
+			}
+			listed, err := st.ListJobs(ctx, job.ListFilter{Tenant: "dl"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(listed) != 2 || listed[0].ID != "dl-0" || !listed[0].Deadline.IsZero() || !listed[1].Deadline.Equal(at(9500)) {
+				t.Fatalf("ListJobs: %+v", listed)
+			}
+
+			// In a log subscriber's batch, job rows are written once, when the batch commits: the deadline
+			// must survive the batch's cache between Updates and be written by the flush.
+			var seq int64
+			b.inBatch(t, func(bctx context.Context) {
+				updateIn(t, bctx, st, func(ctx context.Context, tx job.Tx) error {
+					j, err := tx.Job(ctx, "dl-1")
+					if err != nil {
+						return err
+					}
+					if !j.Deadline.Equal(at(9500)) {
+						return fmt.Errorf("deadline read in the batch %v, want %v", j.Deadline, at(9500))
+					}
+					j.Deadline, j.Seq = at(9700), j.Seq+1
+					return tx.SaveJob(ctx, j)
+				})
+				if d := b.batchRow(t, bctx, "dl-1"); d != micros(at(9500)) {
+					t.Fatalf("job row written before the batch commits (deadline %d): the batch no longer goes through the write-behind cache", d)
+				}
+				updateIn(t, bctx, st, func(ctx context.Context, tx job.Tx) error {
+					j, err := tx.Job(ctx, "dl-1")
+					if err != nil {
+						return err
+					}
+					if !j.Deadline.Equal(at(9700)) {
+						return fmt.Errorf("deadline from the batch's cache %v, want %v", j.Deadline, at(9700))
+					}
+					j.Seq++
+					seq = j.Seq
+					return tx.SaveJob(ctx, j)
+				})
+			})
+			got, err := st.GetJob(ctx, "dl-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Deadline.Equal(at(9700)) || got.Seq != seq {
+				t.Fatalf("after the batch: deadline %v seq %d, want %v and %d", got.Deadline, got.Seq, at(9700), seq)
+			}
+
+			// A store opened anew (a restarted process) reads the same, inside and outside a transaction.
+			again := b.reopen(t)
+			if d := deadlineOf(again, "dl-1"); !d.Equal(at(9700)) {
+				t.Fatalf("after re-opening: deadline %v, want %v", d, at(9700))
+			}
+			if d := deadlineOf(again, "dl-0"); !d.IsZero() {
+				t.Fatalf("after re-opening: deadline %v, want none", d)
+			}
+			update(t, again, func(ctx context.Context, tx job.Tx) error {
+				j, err := tx.Job(ctx, "dl-1")
+				if err != nil {
+					return err
+				}
+				if !j.Deadline.Equal(at(9700)) {
+					return fmt.Errorf("after re-opening, in a transaction: deadline %v, want %v", j.Deadline, at(9700))
+				}
+				// Clearing it is stored too.
+				j.Deadline = time.Time{}
+				return tx.SaveJob(ctx, j)
+			})
+			if d := deadlineOf(st, "dl-1"); !d.IsZero() {
+				t.Fatalf("cleared deadline reads back %v", d)
+			}
+		})
+
+		t.Run("list jobs by creation time", func(t *testing.T) {
+			for _, c := range []struct {
+				id, tenant, typ string
+				created         time.Time
+			}{
+				{"tr-a", "tr", "x", at(100)},
+				{"tr-b", "tr", "y", at(200)},
+				{"tr-c", "tr", "x", at(300)},
+				{"tr-d", "tr", "x", at(400)},
+				{"tr-e", "tr2", "x", at(200)},
+			} {
+				if _, err := createJob(t, st, c.id, c.tenant, c.typ, "", c.created, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			update(t, st, func(ctx context.Context, tx job.Tx) error {
+				j, err := tx.Job(ctx, "tr-c")
+				if err != nil {
+					return err
+				}
+				j.State = job.StateCompleted
+				return tx.SaveJob(ctx, j)
+			})
+			ns, us := time.Nanosecond, time.Microsecond
+			elsewhere := time.FixedZone("UTC+5", 5*3600)
+			cases := []struct {
+				name string
+				f    job.ListFilter
+				want []string
+			}{
+				{"unbounded", job.ListFilter{Tenant: "tr"}, []string{"tr-a", "tr-b", "tr-c", "tr-d"}},
+				{"after is inclusive", job.ListFilter{Tenant: "tr", CreatedAfter: at(200)}, []string{"tr-b", "tr-c", "tr-d"}},
+				{"before is exclusive", job.ListFilter{Tenant: "tr", CreatedBefore: at(300)}, []string{"tr-a", "tr-b"}},
+				{"both", job.ListFilter{Tenant: "tr", CreatedAfter: at(200), CreatedBefore: at(400)}, []string{"tr-b", "tr-c"}},
+				{"empty range", job.ListFilter{Tenant: "tr", CreatedAfter: at(300), CreatedBefore: at(300)}, nil},
+				{"inverted range", job.ListFilter{Tenant: "tr", CreatedAfter: at(400), CreatedBefore: at(100)}, nil},
+				{"after everything", job.ListFilter{Tenant: "tr", CreatedAfter: at(400).Add(us)}, nil},
+				// Times are stored in microseconds; a bound finer than that still compares exactly.
+				{"after, a nanosecond late", job.ListFilter{Tenant: "tr", CreatedAfter: at(200).Add(ns)}, []string{"tr-c", "tr-d"}},
+				{"after, a nanosecond early", job.ListFilter{Tenant: "tr", CreatedAfter: at(200).Add(-ns)}, []string{"tr-b", "tr-c", "tr-d"}},
+				{"before, a nanosecond late", job.ListFilter{Tenant: "tr", CreatedBefore: at(300).Add(ns)}, []string{"tr-a", "tr-b", "tr-c"}},
+				{"before, a nanosecond early", job.ListFilter{Tenant: "tr", CreatedBefore: at(300).Add(-ns)}, []string{"tr-a", "tr-b"}},
+				{"another time zone", job.ListFilter{Tenant: "tr", CreatedAfter: at(200).In(elsewhere), CreatedBefore: at(300).In(elsewhere)}, []string{"tr-b"}},
+				{"with type", job.ListFilter{Tenant: "tr", Type: "x", CreatedAfter: at(100), CreatedBefore: at(400)}, []string{"tr-a", "tr-c"}},
+				{"with state", job.ListFilter{Tenant: "tr", States: []job.State{job.StatePending}, CreatedAfter: at(150)}, []string{"tr-b", "tr-d"}},
+				{"with states", job.ListFilter{Tenant: "tr", States: []job.State{job.StateCompleted, job.StateFailed}, CreatedBefore: at(300)}, nil},
+				{"with after id", job.ListFilter{Tenant: "tr", AfterID: "tr-b", CreatedBefore: at(400)}, []string{"tr-c"}},
+				{"with limit", job.ListFilter{Tenant: "tr", CreatedAfter: at(150), Limit: 2}, []string{"tr-b", "tr-c"}},
+				{"other tenant", job.ListFilter{Tenant: "tr2", CreatedAfter: at(150), CreatedBefore: at(250)}, []string{"tr-e"}},
+				{"other tenant, outside", job.ListFilter{Tenant: "tr2", CreatedAfter: at(250)}, nil},
+				// The other cases' jobs were created at 1000: this range holds only two of this case's.
+				{"every tenant", job.ListFilter{CreatedAfter: at(200), CreatedBefore: at(201)}, []string{"tr-b", "tr-e"}},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					js, err := st.ListJobs(ctx, c.f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var got []string
+					for _, j := range js {
+						got = append(got, j.ID)
+						if !c.f.CreatedAfter.IsZero() && j.CreatedAt.Before(c.f.CreatedAfter) ||
+							!c.f.CreatedBefore.IsZero() && !j.CreatedAt.Before(c.f.CreatedBefore) {
+							t.Errorf("%s created at %v, outside [%v, %v)", j.ID, j.CreatedAt, c.f.CreatedAfter, c.f.CreatedBefore)
+						}
+					}
+					if !reflect.DeepEqual(got, c.want) {
+						t.Errorf("ListJobs(%+v) = %v, want %v", c.f, got, c.want)
+					}
+				})
+			}
+		})
+
+		t.Run("tokens", func(t *testing.T) {
+			ts, ok := st.(access.TokenStore)
+			if !ok {
+				t.Fatalf("%T is no access.TokenStore", st)
+			}
+			tok := access.Token{ID: "tok-1", Tenant: "acme", Name: "ci", Hash: access.HashToken("jm_one"), CreatedAt: at(500)}
+			if err := ts.SaveToken(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			unnamed := access.Token{ID: "tok-2", Tenant: "other", Hash: access.HashToken("jm_two"), CreatedAt: at(501)}
+			if err := ts.SaveToken(ctx, unnamed); err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []access.Token{tok, unnamed} {
+				got, err := ts.TokenByHash(ctx, want.Hash)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("token round trip:\n got %+v\nwant %+v", got, want)
+				}
+			}
+
+			// Unknown digests, including one that differs only in case, are not found.
+			for _, hash := range []string{access.HashToken("jm_unknown"), strings.ToUpper(tok.Hash), ""} {
+				if _, err := ts.TokenByHash(ctx, hash); !errors.Is(err, access.ErrTokenNotFound) {
+					t.Fatalf("TokenByHash(%q) = %v, want ErrTokenNotFound", hash, err)
+				}
+			}
+
+			// A second token with a stored digest or id is refused and changes nothing.
+			if err := ts.SaveToken(ctx, access.Token{ID: "tok-3", Tenant: "evil", Name: "x", Hash: tok.Hash, CreatedAt: at(502)}); err == nil {
+				t.Fatal("a second token with the same digest was accepted")
+			}
+			if err := ts.SaveToken(ctx, access.Token{ID: "tok-1", Tenant: "evil", Name: "x", Hash: access.HashToken("jm_three"), CreatedAt: at(502)}); err == nil {
+				t.Fatal("a second token with the same id was accepted")
+			}
+			if got, err := ts.TokenByHash(ctx, tok.Hash); err != nil || !reflect.DeepEqual(got, tok) {
+				t.Fatalf("after refused duplicates: %+v, %v; want %+v", got, err, tok)
+			}
+			if _, err := ts.TokenByHash(ctx, access.HashToken("jm_three")); !errors.Is(err, access.ErrTokenNotFound) {
+				t.Fatalf("refused token stored: %v", err)
+			}
+			for _, bad := range []access.Token{
+				{Tenant: "acme", Hash: access.HashToken("jm_noid")},
+				{ID: "tok-4", Hash: access.HashToken("jm_notenant")},
+				{ID: "tok-5", Tenant: "acme"},
+			} {
+				if err := ts.SaveToken(ctx, bad); err == nil {
+					t.Fatalf("incomplete token %+v accepted", bad)
+				}
+			}
+
+			// Inside a log subscriber's batch (which holds SQLite's only write connection) a token is saved
+			// and looked up without waiting for the batch.
+			late := access.Token{ID: "tok-6", Tenant: "acme", Name: "batch", Hash: access.HashToken("jm_six"), CreatedAt: at(503)}
+			b.inBatch(t, func(bctx context.Context) {
+				if err := ts.SaveToken(bctx, late); err != nil {
+					t.Fatal(err)
+				}
+				lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if got, err := ts.TokenByHash(lookup, tok.Hash); err != nil || got.ID != tok.ID {
+					t.Fatalf("lookup during a batch: %+v, %v", got, err)
+				}
+			})
+			if got, err := ts.TokenByHash(ctx, late.Hash); err != nil || !reflect.DeepEqual(got, late) {
+				t.Fatalf("token saved in a batch: %+v, %v", got, err)
+			}
+
+			// Tokens are what authentication finds, in this store and in a store opened anew.
+			tokens, err := access.NewTokens(ts, func() time.Time { return at(600) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain, created, err := tokens.Create(ctx, "acme", "deploy")
+			if err != nil {
+				t.Fatal(err)
+			}
+			reopened, err := access.NewTokens(b.reopen(t).(access.TokenStore), time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := reopened.Authenticate(ctx, plain)
+			if err != nil || p != (access.Principal{Tenant: "acme", TokenID: created.ID}) {
+				t.Fatalf("Authenticate: %+v, %v", p, err)
+			}
+			if _, err := reopened.Authenticate(ctx, plain+"x"); !errors.Is(err, access.ErrUnauthenticated) {
+				t.Fatalf("Authenticate with a wrong token: %v", err)
+			}
+		})
 	})
+}
+
+// TestMigrateForward opens the store on a database that has only the first migration, with a job in it,
+// as an older release left it.
+func TestMigrateForward(t *testing.T) {
+	// migrated is a new database of a dialect with its migrations provider, how to write ? placeholders,
+	// and how to open the job store on it.
+	type migrated struct {
+		db         *sql.DB
+		migrations *goose.Provider
+		bind       func(string) string
+		store      func(t *testing.T) job.Store
+	}
+	server := func(d Dialect, gd goose.Dialect, open func(testing.TB) *sql.DB) func(t *testing.T) migrated {
+		return func(t *testing.T) migrated {
+			db := open(t)
+			p, err := serverMigrationProvider(db, d, gd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return migrated{db: db, migrations: p, bind: (&SQL{dialect: d}).rebind, store: func(t *testing.T) job.Store {
+				st, err := NewSQL(context.Background(), db, d, Outbox{}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = st.Close() })
+				return st
+			}}
+		}
+	}
+	dialects := []struct {
+		name string
+		open func(t *testing.T) migrated
+	}{
+		{"postgres", server(DialectPostgres, goose.DialectPostgres, openPostgres)},
+		{"mysql", server(DialectMySQL, goose.DialectMySQL, openMySQL)},
+		{"sqlite", func(t *testing.T) migrated {
+			db, err := sqlite.Open(filepath.Join(t.TempDir(), "jobmill.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			p, err := sqliteMigrations(db.Write)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return migrated{db: db.Write, migrations: p, bind: func(q string) string { return q }, store: func(t *testing.T) job.Store {
+				st, err := NewSQLite(context.Background(), db, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}}
+		}},
+	}
+	for _, d := range dialects {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			m := d.open(t)
+			db, migrations, bind := m.db, m.migrations, m.bind
+			if _, err := migrations.UpTo(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := migrations.GetDBVersion(ctx); err != nil || v != 1 {
+				t.Fatalf("database at version %d (%v), want 1", v, err)
+			}
+			policy, err := json.Marshal(job.DefaultPolicy().WithDefaults())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The columns of the first migration only.
+			if _, err := db.ExecContext(ctx, bind(`INSERT INTO jobs (id, tenant, type, input, state, policy, seq, error,
+				created_at, updated_at, s1_started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+				"old-1", "acme", "invoices", []byte(`{"in":1}`), string(job.StateStep1Running), string(policy), 2, "",
+				micros(at(1000)), micros(at(1001)), micros(at(1001))); err != nil {
+				t.Fatal(err)
+			}
+
+			st := m.store(t)
+			sources := migrations.ListSources()
+			latest := sources[len(sources)-1].Version
+			if v, err := migrations.GetDBVersion(ctx); err != nil || v != latest || latest < 2 {
+				t.Fatalf("database at version %d (%v), want the latest, %d", v, err, latest)
+			}
+			want := &job.Job{ID: "old-1", Tenant: "acme", Type: "invoices", Input: []byte(`{"in":1}`), State: job.StateStep1Running,
+				Policy: job.DefaultPolicy().WithDefaults(), Seq: 2, CreatedAt: at(1000), UpdatedAt: at(1001),
+				Steps: [3]job.StepTimes{{StartedAt: at(1001)}}}
+			got, err := st.GetJob(ctx, "old-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("job stored before the migration:\n got %+v\nwant %+v", got, want)
+			}
+			listed, err := st.ListJobs(ctx, job.ListFilter{Tenant: "acme", CreatedAfter: at(1000), CreatedBefore: at(1001)})
+			if err != nil || len(listed) != 1 || listed[0].ID != "old-1" {
+				t.Fatalf("ListJobs by creation time: %v, %v", listed, err)
+			}
+
+			// The migrated job takes a deadline, and the token table is there.
+			update(t, st, func(ctx context.Context, tx job.Tx) error {
+				j, err := tx.Job(ctx, "old-1")
+				if err != nil {
+					return err
+				}
+				j.Deadline = at(2000)
+				return tx.SaveJob(ctx, j)
+			})
+			if got, err := st.GetJob(ctx, "old-1"); err != nil || !got.Deadline.Equal(at(2000)) {
+				t.Fatalf("deadline of the migrated job: %v, %v", got, err)
+			}
+			ts := st.(access.TokenStore)
+			tok := access.Token{ID: "tok-1", Tenant: "acme", Name: "ci", Hash: access.HashToken("jm_one"), CreatedAt: at(500)}
+			if err := ts.SaveToken(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := ts.TokenByHash(ctx, tok.Hash); err != nil || !reflect.DeepEqual(got, tok) {
+				t.Fatalf("token on the migrated database: %+v, %v", got, err)
+			}
+
+			// The down migrations undo everything after the first, keeping its data; up again, the store works.
+			if _, err := migrations.DownTo(ctx, 1); err != nil {
+				t.Fatalf("migrating down: %v", err)
+			}
+			var id string
+			if err := db.QueryRowContext(ctx, `SELECT id FROM jobs`).Scan(&id); err != nil || id != "old-1" {
+				t.Fatalf("after migrating down: %q, %v", id, err)
+			}
+			if _, err := migrations.Up(ctx); err != nil {
+				t.Fatalf("migrating up again: %v", err)
+			}
+			if got, err := m.store(t).GetJob(ctx, "old-1"); err != nil || !got.Deadline.IsZero() {
+				t.Fatalf("after migrating down and up: %+v, %v", got, err)
+			}
+		})
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqltx"
+	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/job"
 )
 
@@ -61,7 +62,10 @@ type SQL struct {
 	stmts   map[string]*sql.Stmt
 }
 
-var _ job.Store = (*SQL)(nil)
+var (
+	_ job.Store         = (*SQL)(nil)
+	_ access.TokenStore = (*SQL)(nil)
+)
 
 const (
 	// addSubJobsChunk rows go in one multi-row INSERT (three parameters each, well under PostgreSQL's
@@ -76,10 +80,11 @@ const (
 	sqJobForUpdate = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ? FOR UPDATE`
 	sqJobByKey     = `SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?`
 	sqInsertJob    = `INSERT INTO jobs (id, tenant, type, input, state, policy, seq, error, created_at, updated_at,
-		idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)`
+		deadline, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`
 )
 
-var sqlHotStatements = []string{qJob, sqJobForUpdate, qSubJob, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue}
+var sqlHotStatements = []string{qJob, sqJobForUpdate, qSubJob, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue,
+	qTokenByHash}
 
 // NewSQL migrates the store's schema on db and returns the store. The schema (PostgreSQL) or database
 // (MySQL) is the connection's current one, so a DSN chooses it (search_path, or the database name).
@@ -161,13 +166,18 @@ func migrateServer(ctx context.Context, db *sql.DB, dialect Dialect, gooseDialec
 			}
 		}()
 	}
-	p, err := goose.NewProvider(gooseDialect, db, mustSub(serverMigrations, "migrations/"+string(dialect)),
-		goose.WithTableName("jobmill_jobstore_version"))
+	p, err := serverMigrationProvider(db, dialect, gooseDialect)
 	if err != nil {
 		return err
 	}
 	_, err = p.Up(ctx)
 	return err
+}
+
+// serverMigrationProvider is the migration provider of the dialect's schema.
+func serverMigrationProvider(db *sql.DB, dialect Dialect, gooseDialect goose.Dialect) (*goose.Provider, error) {
+	return goose.NewProvider(gooseDialect, db, mustSub(serverMigrations, "migrations/"+string(dialect)),
+		goose.WithTableName("jobmill_jobstore_version"))
 }
 
 // rebind turns ? placeholders into PostgreSQL's $n. The store's statements have no ? in literals.
@@ -309,7 +319,8 @@ func (t *sqlTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey string
 	if err != nil {
 		return "", err
 	}
-	args := []any{j.ID, j.Tenant, j.Type, j.Input, string(j.State), string(policy), j.Seq, micros(j.CreatedAt), micros(j.UpdatedAt)}
+	args := []any{j.ID, j.Tenant, j.Type, j.Input, string(j.State), string(policy), j.Seq, micros(j.CreatedAt), micros(j.UpdatedAt),
+		micros(j.Deadline)}
 	if idempotencyKey == "" {
 		if _, err := t.tx.ExecContext(ctx, t.s.rebind(sqInsertJob), append(args, nil)...); err != nil {
 			return "", fmt.Errorf("insert job %s: %w", j.ID, err)
@@ -351,12 +362,7 @@ func (t *sqlTx) SaveJob(ctx context.Context, j *job.Job) error {
 }
 
 func (t *sqlTx) writeJob(ctx context.Context, j *job.Job) error {
-	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx,
-		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
-		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),
-		micros(j.Steps[0].StartedAt), micros(j.Steps[0].FinishedAt), micros(j.Steps[1].StartedAt),
-		micros(j.Steps[1].FinishedAt), micros(j.Steps[2].StartedAt), micros(j.Steps[2].FinishedAt),
-		micros(j.EndedAt), j.ID)
+	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx, saveJobArgs(j)...)
 	if err != nil {
 		return fmt.Errorf("save job %s: %w", j.ID, err)
 	}
@@ -490,47 +496,12 @@ func (s *SQL) GetJob(ctx context.Context, id string) (*job.Job, error) {
 }
 
 func (s *SQL) ListJobs(ctx context.Context, f job.ListFilter) ([]*job.Job, error) {
-	var where []string
-	var args []any
-	if f.Tenant != "" {
-		where, args = append(where, "tenant = ?"), append(args, f.Tenant)
-	}
-	if f.Type != "" {
-		where, args = append(where, "type = ?"), append(args, f.Type)
-	}
-	if len(f.States) > 0 {
-		where = append(where, "state IN (?"+strings.Repeat(", ?", len(f.States)-1)+")")
-		for _, st := range f.States {
-			args = append(args, string(st))
-		}
-	}
-	if f.AfterID != "" {
-		where, args = append(where, "id > ?"), append(args, f.AfterID)
-	}
-	q := `SELECT ` + jobColumns + ` FROM jobs`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	limit := f.Limit
-	if limit <= 0 || limit > 1000 {
-		limit = 1000
-	}
-	q += " ORDER BY id LIMIT ?"
-	args = append(args, limit)
+	q, args := listJobsQuery(f)
 	rows, err := s.db.QueryContext(ctx, s.rebind(q), args...)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []*job.Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return collectJobs(rows)
 }
 
 func (s *SQL) DueJobs(ctx context.Context, now time.Time, afterID string, limit int) ([]string, error) {

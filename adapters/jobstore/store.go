@@ -19,6 +19,7 @@ import (
 
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqlite"
+	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/job"
 )
 
@@ -31,6 +32,8 @@ type SQLite struct {
 	logger watermill.LoggerAdapter
 	stmts  map[string]*sql.Stmt
 	outbox SQLiteOutbox
+	// tokenByHash runs on the read pool: every authenticated API request looks its token up.
+	tokenByHash *sql.Stmt
 }
 
 // Statements of the hot path, prepared once on the write connection: SQLite parses a statement on every
@@ -41,7 +44,8 @@ const (
 	qSaveJob = `UPDATE jobs SET state = ?, seq = ?, total = ?, next_index = ?, in_flight = ?,
 		succeeded = ?, failed = ?, retries = ?, timed_out = ?, duplicates = ?, late = ?, step_attempt = ?,
 		step_deadline = ?, output = ?, error = ?, updated_at = ?, s1_started_at = ?, s1_finished_at = ?,
-		s2_started_at = ?, s2_finished_at = ?, s3_started_at = ?, s3_finished_at = ?, ended_at = ? WHERE id = ?`
+		s2_started_at = ?, s2_finished_at = ?, s3_started_at = ?, s3_finished_at = ?, ended_at = ?, deadline = ?
+		WHERE id = ?`
 	qSaveSubJob = `UPDATE subjobs SET state = ?, attempt = ?, result = ?, last_error = ?, due_at = ?,
 		started_at = ?, finished_at = ? WHERE job_id = ? AND idx = ?`
 	qPending = `SELECT ` + subJobColumns + ` FROM subjobs
@@ -56,7 +60,10 @@ const (
 
 var hotStatements = []string{qJob, qSubJob, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue, qAddSubJob}
 
-var _ job.Store = (*SQLite)(nil)
+var (
+	_ job.Store         = (*SQLite)(nil)
+	_ access.TokenStore = (*SQLite)(nil)
+)
 
 // NewSQLite migrates the schema and returns the store.
 func NewSQLite(ctx context.Context, db *sqlite.DB, logger watermill.LoggerAdapter) (*SQLite, error) {
@@ -76,7 +83,7 @@ func NewSQLiteWithOutbox(ctx context.Context, db *sqlite.DB, outbox SQLiteOutbox
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	if err := migrate(ctx, db.Write, goose.DialectSQLite3); err != nil {
+	if err := migrate(ctx, db.Write); err != nil {
 		return nil, fmt.Errorf("migrate job store %s: %w", db.Path, err)
 	}
 	if outbox.Events == nil {
@@ -93,16 +100,25 @@ func NewSQLiteWithOutbox(ctx context.Context, db *sqlite.DB, outbox SQLiteOutbox
 		}
 		st.stmts[q] = stmt
 	}
+	var err error
+	if st.tokenByHash, err = db.Read.PrepareContext(ctx, qTokenByHash); err != nil {
+		return nil, fmt.Errorf("prepare job store statement: %w", err)
+	}
 	return st, nil
 }
 
-func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect) error {
-	p, err := goose.NewProvider(dialect, db, mustSub(migrations, "migrations"))
+func migrate(ctx context.Context, db *sql.DB) error {
+	p, err := sqliteMigrations(db)
 	if err != nil {
 		return err
 	}
 	_, err = p.Up(ctx)
 	return err
+}
+
+// sqliteMigrations is the migration provider of the SQLite schema.
+func sqliteMigrations(db *sql.DB) (*goose.Provider, error) {
+	return goose.NewProvider(goose.DialectSQLite3, db, mustSub(migrations, "migrations"))
 }
 
 // Update runs fn in one write transaction, joining the log subscriber's transaction when ctx carries one.
@@ -179,18 +195,19 @@ func (t *sqliteTx) AfterCommit(fn func()) { t.htx.AfterCommit(fn) }
 
 const jobColumns = `id, tenant, type, input, state, policy, seq, total, next_index, in_flight, succeeded, failed,
 	retries, timed_out, duplicates, late, step_attempt, step_deadline, output, error, created_at, updated_at,
-	s1_started_at, s1_finished_at, s2_started_at, s2_finished_at, s3_started_at, s3_finished_at, ended_at`
+	s1_started_at, s1_finished_at, s2_started_at, s2_finished_at, s3_started_at, s3_finished_at, ended_at, deadline`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanJob(row scanner) (*job.Job, error) {
 	var j job.Job
 	var state, policy string
-	var stepDeadline, created, updated, ended int64
+	var stepDeadline, created, updated, ended, deadline int64
 	var steps [6]int64
 	err := row.Scan(&j.ID, &j.Tenant, &j.Type, &j.Input, &state, &policy, &j.Seq, &j.Total, &j.NextIndex, &j.InFlight,
 		&j.Succeeded, &j.Failed, &j.Retries, &j.TimedOut, &j.Duplicates, &j.Late, &j.StepAttempt, &stepDeadline,
-		&j.Output, &j.Error, &created, &updated, &steps[0], &steps[1], &steps[2], &steps[3], &steps[4], &steps[5], &ended)
+		&j.Output, &j.Error, &created, &updated, &steps[0], &steps[1], &steps[2], &steps[3], &steps[4], &steps[5], &ended,
+		&deadline)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, job.ErrNotFound
 	}
@@ -204,6 +221,7 @@ func scanJob(row scanner) (*job.Job, error) {
 		return nil, fmt.Errorf("job %s: policy: %w", j.ID, err)
 	}
 	j.StepDeadline, j.CreatedAt, j.UpdatedAt, j.EndedAt = fromMicros(stepDeadline), fromMicros(created), fromMicros(updated), fromMicros(ended)
+	j.Deadline = fromMicros(deadline)
 	for i := range j.Steps {
 		j.Steps[i] = job.StepTimes{StartedAt: fromMicros(steps[2*i]), FinishedAt: fromMicros(steps[2*i+1])}
 	}
@@ -243,9 +261,10 @@ func (t *sqliteTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey str
 	if idempotencyKey != "" {
 		key = idempotencyKey
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (id, tenant, type, input, state, policy, seq, created_at, updated_at, idempotency_key)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		j.ID, j.Tenant, j.Type, j.Input, string(j.State), string(policy), j.Seq, micros(j.CreatedAt), micros(j.UpdatedAt), key)
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO jobs (id, tenant, type, input, state, policy, seq, created_at, updated_at,
+		deadline, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		j.ID, j.Tenant, j.Type, j.Input, string(j.State), string(policy), j.Seq, micros(j.CreatedAt), micros(j.UpdatedAt),
+		micros(j.Deadline), key)
 	if err != nil {
 		return "", fmt.Errorf("insert job %s: %w", j.ID, err)
 	}
@@ -265,16 +284,22 @@ func (t *sqliteTx) SaveJob(ctx context.Context, j *job.Job) error {
 }
 
 func (t *sqliteTx) writeJob(ctx context.Context, j *job.Job) error {
-	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx,
-		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
-		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),
-		micros(j.Steps[0].StartedAt), micros(j.Steps[0].FinishedAt), micros(j.Steps[1].StartedAt),
-		micros(j.Steps[1].FinishedAt), micros(j.Steps[2].StartedAt), micros(j.Steps[2].FinishedAt),
-		micros(j.EndedAt), j.ID)
+	_, err := t.stmt(ctx, qSaveJob).ExecContext(ctx, saveJobArgs(j)...)
 	if err != nil {
 		return fmt.Errorf("save job %s: %w", j.ID, err)
 	}
 	return nil
+}
+
+// saveJobArgs are the arguments of qSaveJob.
+func saveJobArgs(j *job.Job) []any {
+	return []any{
+		string(j.State), j.Seq, j.Total, j.NextIndex, j.InFlight, j.Succeeded, j.Failed, j.Retries, j.TimedOut,
+		j.Duplicates, j.Late, j.StepAttempt, micros(j.StepDeadline), j.Output, j.Error, micros(j.UpdatedAt),
+		micros(j.Steps[0].StartedAt), micros(j.Steps[0].FinishedAt), micros(j.Steps[1].StartedAt),
+		micros(j.Steps[1].FinishedAt), micros(j.Steps[2].StartedAt), micros(j.Steps[2].FinishedAt),
+		micros(j.EndedAt), micros(j.Deadline), j.ID,
+	}
 }
 
 const subJobColumns = `job_id, idx, state, attempt, input, result, last_error, due_at, started_at, finished_at`
@@ -439,6 +464,16 @@ func (s *SQLite) GetJob(ctx context.Context, id string) (*job.Job, error) {
 }
 
 func (s *SQLite) ListJobs(ctx context.Context, f job.ListFilter) ([]*job.Job, error) {
+	q, args := listJobsQuery(f)
+	rows, err := s.db.Read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collectJobs(rows)
+}
+
+// listJobsQuery is ListJobs' query, with ? placeholders, and its arguments.
+func listJobsQuery(f job.ListFilter) (string, []any) {
 	var where []string
 	var args []any
 	if f.Tenant != "" {
@@ -453,6 +488,14 @@ func (s *SQLite) ListJobs(ctx context.Context, f job.ListFilter) ([]*job.Job, er
 			args = append(args, string(st))
 		}
 	}
+	// Creation times are stored in whole microseconds, so comparing with a bound rounded up to the next
+	// microsecond is exact for both the inclusive and the exclusive bound.
+	if !f.CreatedAfter.IsZero() {
+		where, args = append(where, "created_at >= ?"), append(args, ceilMicros(f.CreatedAfter))
+	}
+	if !f.CreatedBefore.IsZero() {
+		where, args = append(where, "created_at < ?"), append(args, ceilMicros(f.CreatedBefore))
+	}
 	if f.AfterID != "" {
 		where, args = append(where, "id > ?"), append(args, f.AfterID)
 	}
@@ -464,12 +507,10 @@ func (s *SQLite) ListJobs(ctx context.Context, f job.ListFilter) ([]*job.Job, er
 	if limit <= 0 || limit > 1000 {
 		limit = 1000
 	}
-	q += " ORDER BY id LIMIT ?"
-	args = append(args, limit)
-	rows, err := s.db.Read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
+	return q + " ORDER BY id LIMIT ?", append(args, limit)
+}
+
+func collectJobs(rows *sql.Rows) ([]*job.Job, error) {
 	defer rows.Close()
 	var out []*job.Job
 	for rows.Next() {
@@ -589,6 +630,15 @@ func micros(t time.Time) int64 {
 		return 0
 	}
 	return t.UnixMicro()
+}
+
+// ceilMicros is t in unix microseconds, rounded up.
+func ceilMicros(t time.Time) int64 {
+	us := t.UnixMicro()
+	if t.Nanosecond()%1000 != 0 {
+		us++
+	}
+	return us
 }
 
 func fromMicros(us int64) time.Time {
