@@ -30,6 +30,8 @@ type backend struct {
 	queueSubscriber func(concurrency int) (message.Subscriber, error)
 	rawThroughput   func(ctx context.Context, n int) (float64, error)
 	ping            func(ctx context.Context) error
+	// readyChecks are checked after ping by readiness probes (brokers beside the store).
+	readyChecks []func(ctx context.Context) error
 	// background runs beside the router for the whole life of the process (the outbox relay).
 	background []func(ctx context.Context) error
 	closers    []func() error

@@ -42,6 +42,18 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 	connectTimeout := max(cfg.ConnectTimeout, 5*time.Second)
 	uses := func(backend string) bool { return cfg.Log == backend || cfg.Queue == backend }
 	out := &brokers{}
+	b.readyChecks = append(b.readyChecks, func(ctx context.Context) error {
+		// One quick attempt each: readiness must answer within a probe's timeout.
+		if uses(config.BackendKafka) {
+			if err := kafka.WaitReachable(ctx, kcfg, 2*time.Second); err != nil {
+				return err
+			}
+		}
+		if uses(config.BackendAMQP) {
+			return amqp.WaitReachable(ctx, cfg.AMQP.URL, 2*time.Second)
+		}
+		return nil
+	})
 	if uses(config.BackendKafka) {
 		if err := kafka.WaitReachable(ctx, kcfg, connectTimeout); err != nil {
 			return nil, err

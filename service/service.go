@@ -25,7 +25,6 @@ import (
 	"github.com/jobmill/jobmill/app/query"
 	"github.com/jobmill/jobmill/app/worker"
 	"github.com/jobmill/jobmill/config"
-	"github.com/jobmill/jobmill/ports/httpapi"
 	"github.com/jobmill/jobmill/ports/router"
 	"github.com/jobmill/jobmill/ports/tick"
 )
@@ -167,6 +166,9 @@ func (s *Service) build(opts Options) error {
 		Manager:  mgr,
 		Worker:   wrk,
 	}
+	if err := s.buildAPI(opts.Types, opts.Now); err != nil {
+		return err
+	}
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
@@ -200,14 +202,19 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3+len(s.backend.background))
+	errs := make(chan error, 4+len(s.backend.background))
 
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
 	}
+	handler, err := s.HTTPHandler()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler:           httpapi.NewHandler(s.ready),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
@@ -225,6 +232,19 @@ func (s *Service) Run(ctx context.Context) error {
 			errs <- fmt.Errorf("router: %w", err)
 		}
 	}()
+	if s.cfg.HasRole(config.RoleAPI) {
+		if s.cfg.Auth == config.AuthOff {
+			s.logger.Warn("API AUTHENTICATION IS OFF: anyone who can reach " + ln.Addr().String() +
+				" sees and controls every tenant's jobs; set auth: required for anything but local development")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.runLiveFeed(ctx); err != nil && ctx.Err() == nil {
+				errs <- err
+			}
+		}()
+	}
 	for _, bg := range s.backend.background {
 		wg.Add(1)
 		go func() {
@@ -253,6 +273,8 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stop()
+	// Shutdown does not close websockets: the cancelled BaseContext and the closed hub end subscriptions.
+	s.App.Live.Close()
 	_ = srv.Shutdown(shutdownCtx)
 	_ = s.router.Close()
 	wg.Wait()
@@ -267,7 +289,17 @@ func (s *Service) ready() error {
 	if !s.router.IsRunning() {
 		return errors.New("message router is not running")
 	}
-	return s.backend.ping(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.backend.ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, check := range s.backend.readyChecks {
+		if err := check(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close releases the database. Call it after Run returned.

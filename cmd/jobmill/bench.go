@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -153,24 +150,11 @@ them from the first submit to the last JobCompleted.`,
 	cmd.Flags().IntVar(&rawN, "raw-messages", 0, "messages for the raw transport measurement (default: the sub-job count, 1,000–50,000)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured run to this file")
+	cmd.AddCommand(newBenchAPICommand())
 	return cmd
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// peakRSSMB reads the process's peak resident set size (VmHWM) from /proc; 0 where there is no /proc.
-func peakRSSMB() float64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
+// peakRSSMB is this process's peak resident set size (VmHWM); 0 where there is no /proc.
+func peakRSSMB() float64 { return rssMB(os.Getpid(), "VmHWM:") }
