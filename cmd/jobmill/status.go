@@ -15,11 +15,19 @@ import (
 
 func newStatusCommand() *cobra.Command {
 	var asJSON bool
+	var remote remoteFlags
 	cmd := &cobra.Command{
 		Use:   "status JOB",
 		Short: "Show the detailed status of a job",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := remote.client(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				return statusRemote(cmd, c, args[0], asJSON)
+			}
 			return withService(cmd, func(cfg config.Config, svc *service.Service) error {
 				st, err := svc.App.Queries.JobStatus.Handle(cmd.Context(), args[0], "")
 				if errors.Is(err, job.ErrNotFound) {
@@ -39,16 +47,25 @@ func newStatusCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	remote.register(cmd)
 	return cmd
 }
 
 func newCancelCommand() *cobra.Command {
 	var reason string
+	var remote remoteFlags
 	cmd := &cobra.Command{
 		Use:   "cancel JOB",
 		Short: "Cancel a job: nothing more is dispatched and results in flight are ignored",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := remote.client(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				return cancelRemote(cmd, c, args[0], reason)
+			}
 			return withService(cmd, func(_ config.Config, svc *service.Service) error {
 				if err := svc.App.Commands.CancelJob.Handle(cmd.Context(), command.CancelJob{JobID: args[0], Reason: reason}); err != nil {
 					return err
@@ -59,5 +76,6 @@ func newCancelCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded on the job")
+	remote.register(cmd)
 	return cmd
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,13 +23,25 @@ import (
 func newSubmitCommand() *cobra.Command {
 	var jobType, input, tenant, key string
 	var wait bool
+	var remote remoteFlags
 	cmd := &cobra.Command{
 		Use:   "submit --type TYPE --input JSON [--wait]",
 		Short: "Submit a job",
 		Example: `  jobmill submit --type invoices --input '{"account_manager":"alice","customers":1000}' --wait
-  jobmill submit --type synthetic --input '{"subjobs":10000}'`,
+  jobmill submit --type synthetic --input '{"subjobs":10000}'
+  jobmill submit --server https://jobs.example.com --type synthetic --input '{"subjobs":100}' --wait`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := remote.client(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				if cmd.Flags().Changed("tenant") {
+					return errors.New("--tenant does not apply with --server: the token decides the tenant")
+				}
+				return submitRemote(cmd, c, jobType, input, key, wait)
+			}
 			return withService(cmd, func(_ config.Config, svc *service.Service) error {
 				return submit(cmd, svc, command.SubmitJob{Tenant: tenant, Type: jobType, Input: []byte(input), IdempotencyKey: key}, wait)
 			})
@@ -39,6 +52,7 @@ func newSubmitCommand() *cobra.Command {
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant that owns the job (default \"default\")")
 	cmd.Flags().StringVar(&key, "idempotency-key", "", "submitting again with the same key returns the first job")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the job until it ends")
+	remote.register(cmd)
 	_ = cmd.MarkFlagRequired("type")
 	return cmd
 }
@@ -66,43 +80,20 @@ func submit(cmd *cobra.Command, svc *service.Service, sj command.SubmitJob, wait
 
 // waitForJob follows a job until it ends: a live progress bar on a terminal, plain lines otherwise.
 func waitForJob(ctx context.Context, svc *service.Service, id string, out io.Writer, hintIfIdle bool) (query.JobStatus, error) {
-	interactive := false
-	if f, ok := out.(*os.File); ok {
-		interactive = term.IsTerminal(int(f.Fd()))
-	}
-	var bar *progressbar.ProgressBar
-	lastLine := ""
+	view := newProgressView(out, id)
 	started := time.Now()
 	hinted := false
 	tk := time.NewTicker(100 * time.Millisecond)
 	defer tk.Stop()
-	lastPrint := time.Time{}
 	for {
 		st, err := svc.App.Queries.JobStatus.Handle(ctx, id, "")
 		if err != nil {
 			return query.JobStatus{}, err
 		}
 		j := st.Job
-		done := j.Succeeded + j.Failed
-		switch {
-		case interactive && j.Total > 0:
-			if bar == nil {
-				bar = progressbar.NewOptions64(j.Total, progressbar.OptionSetWriter(out), progressbar.OptionSetDescription("sub-jobs"),
-					progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("sub-jobs"),
-					progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-			}
-			_ = bar.Set64(done)
-		default:
-			line := fmt.Sprintf("job %s: %s, %d/%d sub-jobs done", id, j.State, done, j.Total)
-			if line != lastLine && (time.Since(lastPrint) >= time.Second || j.State != job.StateStep2Running) {
-				fmt.Fprintln(out, line)
-				lastLine, lastPrint = line, time.Now()
-			}
-		}
+		view.update(j.State, j.Succeeded+j.Failed, j.Total)
 		if j.State.Terminal() {
-			if bar != nil {
-				_ = bar.Finish()
-			}
+			view.finish()
 			return st, nil
 		}
 		if hintIfIdle && !hinted && j.State == job.StatePending && time.Since(started) > 3*time.Second {
@@ -114,6 +105,52 @@ func waitForJob(ctx context.Context, svc *service.Service, id string, out io.Wri
 			return query.JobStatus{}, ctx.Err()
 		case <-tk.C:
 		}
+	}
+}
+
+// progressView shows how far a job is: a live progress bar on a terminal, plain lines otherwise
+// (while step 2 runs, at most one a second after the first).
+type progressView struct {
+	out         io.Writer
+	id          string
+	interactive bool
+	bar         *progressbar.ProgressBar
+	lastLine    string
+	lastState   job.State
+	lastPrint   time.Time
+}
+
+func newProgressView(out io.Writer, id string) *progressView {
+	interactive := false
+	if f, ok := out.(*os.File); ok {
+		interactive = term.IsTerminal(int(f.Fd()))
+	}
+	return &progressView{out: out, id: id, interactive: interactive}
+}
+
+// update shows the job in state with done of total sub-jobs finished.
+func (v *progressView) update(state job.State, done, total int64) {
+	switch {
+	case v.interactive && total > 0:
+		if v.bar == nil {
+			v.bar = progressbar.NewOptions64(total, progressbar.OptionSetWriter(v.out), progressbar.OptionSetDescription("sub-jobs"),
+				progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("sub-jobs"),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+		}
+		_ = v.bar.Set64(done)
+	default:
+		line := fmt.Sprintf("job %s: %s, %d/%d sub-jobs done", v.id, state, done, total)
+		if line != v.lastLine && (time.Since(v.lastPrint) >= time.Second || state != job.StateStep2Running || state != v.lastState) {
+			fmt.Fprintln(v.out, line)
+			v.lastLine, v.lastState, v.lastPrint = line, state, time.Now()
+		}
+	}
+}
+
+// finish completes the progress bar, if one is shown.
+func (v *progressView) finish() {
+	if v.bar != nil {
+		_ = v.bar.Finish()
 	}
 }
 

@@ -319,6 +319,7 @@ func TestConformance(t *testing.T) {
 			t.Run("malformed_messages", func(t *testing.T) { testMalformed(t, c) })
 			t.Run("crash_restart", func(t *testing.T) { testCrashRestart(t, c) })
 			t.Run("connection_dropped", func(t *testing.T) { testConnectionDropped(t, c) })
+			t.Run("live_view_from_another_process", func(t *testing.T) { testLiveViewFromAnotherProcess(t, c) })
 		})
 	}
 }
