@@ -42,8 +42,9 @@ type benchAPIResult struct {
 	ProgressUpdates    int     `json:"progress_updates"`
 	ProgressDelayMsP50 float64 `json:"progress_delay_ms_p50"`
 	ProgressDelayMsP99 float64 `json:"progress_delay_ms_p99"`
-	CompletedStreams   int     `json:"completed_streams"`
-	WallS              float64 `json:"wall_s"`
+	// CompletedStreams counts subscriptions whose last event showed the job COMPLETED.
+	CompletedStreams int     `json:"completed_streams"`
+	WallS            float64 `json:"wall_s"`
 }
 
 func newBenchAPICommand() *cobra.Command {
@@ -160,13 +161,13 @@ func benchAPI(ctx context.Context, subscribers, jobs int, subjobs int64, duratio
 			for ev := range events {
 				delay := time.Since(ev.Job.UpdatedAt)
 				switch ev.Kind {
-				case client.EventSnapshot:
+				case client.EventSnapshot: // a read on connecting, not the delivery of a change
 				case client.EventProgress:
 					progress = append(progress, delay)
 				default:
 					state = append(state, delay)
-					completed = completed || ev.Kind == client.EventCompleted
 				}
+				completed = ev.Job.State == client.StateCompleted
 			}
 			err := <-errc
 			mu.Lock()
@@ -187,6 +188,9 @@ func benchAPI(ctx context.Context, subscribers, jobs int, subjobs int64, duratio
 	res.KBPerSubscriber = (res.ServerRSSMBPeak - res.ServerRSSMBIdle) * 1024 / float64(subscribers)
 	if len(streamErrs) > 0 {
 		return nil, fmt.Errorf("%d of %d subscriptions failed; first: %w", len(streamErrs), subscribers, streamErrs[0])
+	}
+	if res.CompletedStreams != subscribers {
+		return nil, fmt.Errorf("%d of %d subscriptions ended without seeing their job COMPLETED", subscribers-res.CompletedStreams, subscribers)
 	}
 	res.StateChanges, res.ProgressUpdates = len(stateDelays), len(progressDelays)
 	res.StateDelayMsP50, res.StateDelayMsP99 = quantileMS(stateDelays, 0.5), quantileMS(stateDelays, 0.99)
