@@ -41,9 +41,10 @@ type Step2Completed struct {
 
 // JobCompleted: step 3 finished; the job is done.
 type JobCompleted struct {
-	JobID string    `json:"job_id"`
-	Seq   int64     `json:"seq"`
-	At    time.Time `json:"at"`
+	JobID  string    `json:"job_id"`
+	Seq    int64     `json:"seq"`
+	At     time.Time `json:"at"`
+	Counts Counts    `json:"counts"`
 }
 
 // JobFailed: the job stopped for good.
@@ -52,6 +53,7 @@ type JobFailed struct {
 	Reason string    `json:"reason"`
 	Seq    int64     `json:"seq"`
 	At     time.Time `json:"at"`
+	Counts Counts    `json:"counts"`
 }
 
 // JobCancelled: a user cancelled the job.
@@ -60,6 +62,31 @@ type JobCancelled struct {
 	Reason string    `json:"reason"`
 	Seq    int64     `json:"seq"`
 	At     time.Time `json:"at"`
+	Counts Counts    `json:"counts"`
+}
+
+// Counts are the manager's final counters of a job, carried by the event that ends it, so that
+// consumers of the log (statistics) end with the manager's exact figures whatever they saw on the way.
+type Counts struct {
+	Total      int64 `json:"total"`
+	Succeeded  int64 `json:"succeeded"`
+	Failed     int64 `json:"failed"`
+	Retries    int64 `json:"retries"`
+	TimedOut   int64 `json:"timed_out"`
+	Duplicates int64 `json:"duplicates"`
+	Late       int64 `json:"late"`
+}
+
+// AttemptTimedOut: the tick found an attempt past its deadline with no report. Step is 1, 2 or 3;
+// Index is the sub-job's for step 2 (0 otherwise). The manager emits it for other consumers
+// (statistics, timelines); it reacts to nothing itself.
+type AttemptTimedOut struct {
+	JobID   string    `json:"job_id"`
+	Step    int       `json:"step"`
+	Index   int64     `json:"index"`
+	Attempt int       `json:"attempt"`
+	Seq     int64     `json:"seq"`
+	At      time.Time `json:"at"`
 }
 
 // Events workers emit after running a unit of work.
@@ -79,15 +106,18 @@ type Step2SubjobCompleted struct {
 	Attempt int       `json:"attempt"`
 	Result  []byte    `json:"result,omitempty"`
 	At      time.Time `json:"at"`
+	// Duration is how long the attempt ran on the worker.
+	Duration time.Duration `json:"duration,omitempty"`
 }
 
 // Step2SubjobFailed: one attempt of one sub-job failed. May arrive more than once.
 type Step2SubjobFailed struct {
-	JobID   string    `json:"job_id"`
-	Index   int64     `json:"index"`
-	Attempt int       `json:"attempt"`
-	Error   string    `json:"error"`
-	At      time.Time `json:"at"`
+	JobID    string        `json:"job_id"`
+	Index    int64         `json:"index"`
+	Attempt  int           `json:"attempt"`
+	Error    string        `json:"error"`
+	At       time.Time     `json:"at"`
+	Duration time.Duration `json:"duration,omitempty"`
 }
 
 // Step3Completed: step 3 ran.
@@ -149,6 +179,7 @@ func (e Step2Completed) JobKey() string       { return e.JobID }
 func (e JobCompleted) JobKey() string         { return e.JobID }
 func (e JobFailed) JobKey() string            { return e.JobID }
 func (e JobCancelled) JobKey() string         { return e.JobID }
+func (e AttemptTimedOut) JobKey() string      { return e.JobID }
 func (e Step1Completed) JobKey() string       { return e.JobID }
 func (e Step2SubjobCompleted) JobKey() string { return e.JobID }
 func (e Step2SubjobFailed) JobKey() string    { return e.JobID }
@@ -158,3 +189,16 @@ func (e Tick) JobKey() string                 { return e.JobID }
 func (c RunStep1) JobKey() string             { return c.JobID }
 func (c RunSubJob) JobKey() string            { return c.JobID }
 func (c RunStep3) JobKey() string             { return c.JobID }
+
+// LogEvents lists one value of every event that travels on the event log, for consumers that handle
+// them all (projections) or check names (poison).
+func LogEvents() []Message {
+	return []Message{
+		JobStarted{}, Step1Completed{}, Step2Started{}, Step2SubjobCompleted{}, Step2SubjobFailed{},
+		Step2Completed{}, Step3Completed{}, StepFailed{}, JobCompleted{}, JobFailed{}, JobCancelled{},
+		AttemptTimedOut{}, Tick{},
+	}
+}
+
+// WorkCommands lists one value of every command of the work queues.
+func WorkCommands() []Message { return []Message{RunStep1{}, RunSubJob{}, RunStep3{}} }

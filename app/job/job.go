@@ -148,6 +148,8 @@ func (j *Job) emit(fx *Effects, e Message) {
 		ev.Seq = j.Seq
 	case *JobCancelled:
 		ev.Seq = j.Seq
+	case *AttemptTimedOut:
+		ev.Seq = j.Seq
 	default:
 		panic(fmt.Sprintf("job: %T is not a manager event", e))
 	}
@@ -169,6 +171,8 @@ func derefEvent(e Message) Message {
 		return *ev
 	case *JobCancelled:
 		return *ev
+	case *AttemptTimedOut:
+		return *ev
 	}
 	return e
 }
@@ -178,6 +182,11 @@ func derefEvent(e Message) Message {
 // reconnects asks for what came after the last version it saw.
 func (j *Job) Version() int64 {
 	return j.Seq + j.Succeeded + j.Failed + j.Retries + j.TimedOut
+}
+
+func (j *Job) counts() Counts {
+	return Counts{Total: j.Total, Succeeded: j.Succeeded, Failed: j.Failed, Retries: j.Retries,
+		TimedOut: j.TimedOut, Duplicates: j.Duplicates, Late: j.Late}
 }
 
 // Progress is the share of sub-jobs with a final outcome, 0..1 (1 once the job completed).
@@ -299,8 +308,11 @@ func (j *Job) SubJobTimedOut(s *SubJob, window int, now time.Time) (Effects, Out
 		return Effects{}, Duplicate
 	}
 	j.TimedOut++
+	var fx Effects
+	j.emit(&fx, &AttemptTimedOut{JobID: j.ID, Step: 2, Index: s.Index, Attempt: s.Attempt, At: now})
 	reason := fmt.Sprintf("attempt %d timed out after %s", s.Attempt, j.Policy.SubJobTimeout)
-	return j.failAttempt(s, reason, window, now, now), Applied
+	fx.Merge(j.failAttempt(s, reason, window, now, now))
+	return fx, Applied
 }
 
 func (j *Job) acceptsOutcome(s *SubJob) Outcome {
@@ -404,7 +416,7 @@ func (j *Job) CompleteStep3(output []byte, now time.Time) (Effects, Outcome) {
 	j.UpdatedAt = now
 	j.StepAttempt, j.StepDeadline = 0, time.Time{}
 	var fx Effects
-	j.emit(&fx, &JobCompleted{JobID: j.ID, At: now})
+	j.emit(&fx, &JobCompleted{JobID: j.ID, At: now, Counts: j.counts()})
 	return fx, Applied
 }
 
@@ -431,8 +443,12 @@ func (j *Job) Tick(now time.Time) (Effects, Outcome) {
 		return Effects{}, Duplicate
 	}
 	j.TimedOut++
-	return j.StepAttemptFailed(step, j.StepAttempt,
+	var fx Effects
+	j.emit(&fx, &AttemptTimedOut{JobID: j.ID, Step: step, Attempt: j.StepAttempt, At: now})
+	more, outcome := j.StepAttemptFailed(step, j.StepAttempt,
 		fmt.Sprintf("attempt %d timed out after %s", j.StepAttempt, j.Policy.StepTimeout), now)
+	fx.Merge(more)
+	return fx, outcome
 }
 
 // Abort fails a running job because its stored state cannot be continued (for instance sub-jobs missing
@@ -454,7 +470,7 @@ func (j *Job) Cancel(reason string, now time.Time) (Effects, error) {
 	j.EndedAt = now
 	j.UpdatedAt = now
 	var fx Effects
-	j.emit(&fx, &JobCancelled{JobID: j.ID, Reason: reason, At: now})
+	j.emit(&fx, &JobCancelled{JobID: j.ID, Reason: reason, At: now, Counts: j.counts()})
 	return fx, nil
 }
 
@@ -464,7 +480,7 @@ func (j *Job) fail(reason string, now time.Time) Effects {
 	j.EndedAt = now
 	j.UpdatedAt = now
 	var fx Effects
-	j.emit(&fx, &JobFailed{JobID: j.ID, Reason: reason, At: now})
+	j.emit(&fx, &JobFailed{JobID: j.ID, Reason: reason, At: now, Counts: j.counts()})
 	return fx
 }
 

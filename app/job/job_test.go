@@ -40,6 +40,8 @@ func seqOf(m job.Message) (int64, bool) {
 		return e.Seq, true
 	case job.JobCancelled:
 		return e.Seq, true
+	case job.AttemptTimedOut:
+		return e.Seq, true
 	}
 	return 0, false
 }
@@ -560,7 +562,10 @@ func TestSubJobTimedOut(t *testing.T) {
 		s := startStep2(t, p, 1, 10)
 		fx, o := s.j.SubJobTimedOut(s.subs[0], s.window, s.subs[0].Deadline)
 		wantOutcome(t, o, job.Applied)
-		wantEvents(t, fx, "job.Step2Completed")
+		wantEvents(t, fx, "job.AttemptTimedOut", "job.Step2Completed")
+		if to := fx.Events[0].(job.AttemptTimedOut); to.Step != 2 || to.Index != 0 || to.Attempt != 1 {
+			t.Errorf("time-out event = %+v", to)
+		}
 		if s.subs[0].State != job.SubJobFailed || s.j.Failed != 1 {
 			t.Errorf("sub %+v job %+v", s.subs[0], s.j)
 		}
@@ -692,7 +697,10 @@ func TestTick(t *testing.T) {
 		j.Tick(j.StepDeadline)
 		fx, o = j.Tick(j.StepDeadline)
 		wantOutcome(t, o, job.Applied)
-		wantEvents(t, fx, "job.JobFailed")
+		wantEvents(t, fx, "job.AttemptTimedOut", "job.JobFailed")
+		if f := fx.Events[1].(job.JobFailed); f.Counts.TimedOut != 3 || f.Counts.Retries != 2 {
+			t.Errorf("final counts = %+v, want 3 time-outs and 2 retries", f.Counts)
+		}
 		if j.State != job.StateFailed || j.TimedOut != 3 {
 			t.Errorf("job = %s timedOut %d", j.State, j.TimedOut)
 		}
@@ -826,7 +834,7 @@ func TestSeqStrictlyIncreasing(t *testing.T) {
 	if last != j.Seq {
 		t.Errorf("last seq %d, job seq %d", last, j.Seq)
 	}
-	if got := fmt.Sprint(eventTypes(all)); got != "[job.JobStarted job.Step2Started job.JobFailed]" {
+	if got := fmt.Sprint(eventTypes(all)); got != "[job.JobStarted job.AttemptTimedOut job.Step2Started job.JobFailed]" {
 		t.Errorf("events = %s", got)
 	}
 }

@@ -125,14 +125,17 @@ func (w *Worker) RunSubJob(ctx context.Context, c *job.RunSubJob) error {
 	sc := jobtype.SubJobContext{JobID: c.JobID, Tenant: c.Tenant, Index: c.Index, Attempt: c.Attempt, IdempotencyKey: jobtype.SubJobKey(c.JobID, c.Index)}
 	runCtx, cancel := context.WithTimeout(ctx, def.Policy.SubJobTimeout)
 	defer cancel()
+	started := w.now()
 	result, err := runSubJob(runCtx, def, sc, c.Input)
+	ended := w.now()
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return w.events.Publish(ctx, job.Step2SubjobFailed{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Error: err.Error(), At: w.now()})
+		return w.events.Publish(ctx, job.Step2SubjobFailed{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Error: err.Error(),
+			At: ended, Duration: ended.Sub(started)})
 	}
-	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: result, At: w.now()}
+	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: result, At: ended, Duration: ended.Sub(started)}
 	if def.ReportTwice != nil && def.ReportTwice(c.Input) {
 		return w.events.Publish(ctx, done, done)
 	}

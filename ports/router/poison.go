@@ -23,11 +23,7 @@ const (
 var knownMessages = map[string]reflect.Type{}
 
 func init() {
-	for _, m := range []job.Message{
-		job.JobStarted{}, job.Step1Completed{}, job.Step2Started{}, job.Step2SubjobCompleted{}, job.Step2SubjobFailed{},
-		job.Step2Completed{}, job.Step3Completed{}, job.StepFailed{}, job.JobCompleted{}, job.JobFailed{},
-		job.JobCancelled{}, job.Tick{}, job.RunStep1{}, job.RunSubJob{}, job.RunStep3{},
-	} {
+	for _, m := range append(job.LogEvents(), job.WorkCommands()...) {
 		knownMessages[messaging.Marshaler.Name(m)] = reflect.TypeOf(m)
 	}
 }
