@@ -55,7 +55,7 @@ type Config struct {
 	// MaxMessageBytes bounds one websocket message from a client; default 64 KiB.
 	MaxMessageBytes int64
 	// ComplexityLimit bounds an operation's cost: each field costs 1 plus its children, and a page of a
-	// list costs first times its children; default 1000.
+	// list costs first times its children; default 10,000 (a full page of 500 jobs with a dozen fields).
 	ComplexityLimit int
 	Logger          *slog.Logger
 }
@@ -65,7 +65,7 @@ const (
 	DefaultRateLimit       = 20
 	DefaultMaxBodyBytes    = 1 << 20
 	DefaultMaxMessageBytes = 64 << 10
-	DefaultComplexityLimit = 1000
+	DefaultComplexityLimit = 10_000
 
 	// parserTokenLimit bounds the lexical tokens of one query document; the introspection query of
 	// GraphiQL has about 300.

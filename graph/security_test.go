@@ -193,16 +193,18 @@ func TestCostlyAndDeepQueriesAreRejected(t *testing.T) {
 	f := newFixture(t)
 	f.submit(acme, synthetic.Name)
 
-	costly := `{ jobs(first: 500) { edges { node { id state counts { total succeeded } } } } }`
+	// 1 + 500 × (edges 1 + node 1 + 20 fields) > 10,000.
+	costly := `{ jobs(first: 500) { edges { node { id type state progress seq error createdAt updatedAt endedAt deadline
+		counts { total succeeded failed inFlight retries timedOut duplicates late } } } } }`
 	errs := f.gqlErrors(acme, costly, nil)
-	if !errorsMention(errs, "exceeds the limit of 1000") || errs[0].Extensions["code"] != "COMPLEXITY_LIMIT_EXCEEDED" {
+	if !errorsMention(errs, "exceeds the limit of 10000") || errs[0].Extensions["code"] != "COMPLEXITY_LIMIT_EXCEEDED" {
 		t.Errorf("costly: %+v", errs)
 	}
 	// Each page is affordable, together they are not.
 	var aliases strings.Builder
 	aliases.WriteString("{")
-	for i := range 20 {
-		aliases.WriteString(" a" + strconv.Itoa(i) + `: subjobs(jobId: "x", first: 20) { edges { node { index state } } }`)
+	for i := range 10 { // 10 × (1 + 500 × (1 + 1 + 2)) > 10,000; the alias-count limit is 10
+		aliases.WriteString(" a" + strconv.Itoa(i) + `: subjobs(jobId: "x", first: 500) { edges { node { index state } } }`)
 	}
 	aliases.WriteString(" }")
 	if errs := f.gqlErrors(acme, aliases.String(), nil); !errorsMention(errs, "exceeds the limit") {

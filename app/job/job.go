@@ -181,7 +181,7 @@ func derefEvent(e Message) Message {
 // outcome, retry or time-out it counts. Live views number their updates with it, so a client that
 // reconnects asks for what came after the last version it saw.
 func (j *Job) Version() int64 {
-	return j.Seq + j.Succeeded + j.Failed + j.Retries + j.TimedOut
+	return j.Seq + j.Succeeded + j.Failed + j.Retries + j.TimedOut + int64(j.State.rank())
 }
 
 func (j *Job) counts() Counts {

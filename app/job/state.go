@@ -35,6 +35,22 @@ func (s State) Step() int {
 	return 0
 }
 
+// rank orders states along a job's life; it never decreases, so Job.Version can count it (step 1 starts
+// without emitting an event).
+func (s State) rank() int {
+	switch s {
+	case StatePending:
+		return 0
+	case StateStep1Running:
+		return 1
+	case StateStep2Running:
+		return 2
+	case StateStep3Running:
+		return 3
+	}
+	return 4
+}
+
 // ParseState validates a state name coming from storage or user input.
 func ParseState(s string) (State, error) {
 	switch st := State(s); st {

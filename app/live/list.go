@@ -28,28 +28,21 @@ func (f ListFilter) matches(j *job.Job) bool {
 func (h *Hub) SubscribeList(ctx context.Context, filter ListFilter) (<-chan *job.Job, error) {
 	s := &listSubscriber{filter: filter, out: make(chan *job.Job), signal: make(chan struct{}, 1), pending: map[string]*job.Job{}}
 	h.mu.Lock()
-	if h.ctx.Err() != nil {
-		h.mu.Unlock()
-		return nil, context.Canceled
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
 	}
 	h.lists[s] = struct{}{}
 	if !h.listOn {
 		h.listOn = true
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			h.runList()
-		}()
+		h.spawnLocked(h.runList)
 	}
-	h.mu.Unlock()
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	h.spawnLocked(func() {
 		s.forward(ctx, h.ctx)
 		h.mu.Lock()
 		delete(h.lists, s)
 		h.mu.Unlock()
-	}()
+	})
 	return s.out, nil
 }
 

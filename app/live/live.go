@@ -79,6 +79,7 @@ type Hub struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
+	closed  bool // set under mu before waiting, so no goroutine starts after Close began
 	watches map[string]*watch
 	lists   map[*listSubscriber]struct{}
 	dirty   map[string]struct{} // jobs changed since the list feed last ran
@@ -102,10 +103,35 @@ func NewHub(reader job.Reader, cfg Config, logger *slog.Logger) (*Hub, error) {
 	}, nil
 }
 
+// ErrClosed: the hub was closed (the process is shutting down).
+var ErrClosed = errors.New("live hub is closed")
+
 // Close ends every stream (their channels close) and waits for the hub's goroutines.
 func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
 	h.cancel()
+	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// spawnLocked runs fn on a goroutine Close waits for, unless the hub is closed. h.mu must be held.
+func (h *Hub) spawnLocked(fn func()) bool {
+	if h.closed {
+		return false
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+func (h *Hub) spawn(fn func()) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.spawnLocked(fn)
 }
 
 // Notify tells the hub that a job changed. stateChange marks events that change the job's state (the
@@ -131,7 +157,7 @@ func (h *Hub) Notify(jobID string, stateChange bool) {
 // an empty tenant sees every job.
 func (h *Hub) Subscribe(ctx context.Context, jobID, tenant string, afterSeq int64) (<-chan Update, error) {
 	if h.ctx.Err() != nil {
-		return nil, errors.New("live hub is closed")
+		return nil, ErrClosed
 	}
 	j, err := h.reader.GetJob(ctx, jobID)
 	if err != nil {
@@ -149,12 +175,12 @@ func (h *Hub) Subscribe(ctx context.Context, jobID, tenant string, afterSeq int6
 	if !sub.finished() {
 		h.attach(jobID, sub, j)
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
+	if !h.spawn(func() {
 		sub.forward(ctx, h.ctx)
 		h.detach(jobID, sub)
-	}()
+	}) {
+		return nil, ErrClosed
+	}
 	return sub.out, nil
 }
 
@@ -166,11 +192,7 @@ func (h *Hub) attach(jobID string, sub *subscriber, seen *job.Job) {
 		w = newWatch(jobID)
 		w.last = seen // the first read reports what changed since the subscriber's own read
 		h.watches[jobID] = w
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			h.runWatch(w)
-		}()
+		h.spawnLocked(func() { h.runWatch(w) })
 		w.poke(true) // a change between the caller's read and now would otherwise wait for Refresh
 	}
 	w.mu.Lock()

@@ -98,14 +98,14 @@ func TestSubscribeSnapshotThenChangesUntilTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap := next(t, ch)
-	if snap.Kind != KindSnapshot || snap.Seq != 2 || snap.Step != 2 {
-		t.Fatalf("first update = %+v, want a snapshot at seq 2 in step 2", snap)
+	if snap.Kind != KindSnapshot || snap.Seq != 4 || snap.Step != 2 {
+		t.Fatalf("first update = %+v, want a snapshot at seq 4 (2 events + step 2's rank) in step 2", snap)
 	}
 	r.change("j1", func(j *job.Job) { j.Succeeded = 4 })
 	h.Notify("j1", false)
 	u := next(t, ch)
-	if u.Kind != KindProgress || u.Seq != 6 || u.Job.Progress() != 0.4 {
-		t.Fatalf("update = %+v (progress %v), want progress 0.4 at seq 6", u, u.Job.Progress())
+	if u.Kind != KindProgress || u.Seq != 8 || u.Job.Progress() != 0.4 {
+		t.Fatalf("update = %+v (progress %v), want progress 0.4 at seq 8", u, u.Job.Progress())
 	}
 	r.change("j1", func(j *job.Job) { j.Succeeded = 10; j.State = job.StateStep3Running; j.Seq = 3 })
 	h.Notify("j1", true)
@@ -124,18 +124,18 @@ func TestSubscribeSnapshotThenChangesUntilTerminal(t *testing.T) {
 
 func TestSubscribeResumesAfterSeq(t *testing.T) {
 	j := running("j1", "acme", 10)
-	j.Succeeded = 3 // version 5
+	j.Succeeded = 3 // version 2 + 3 + rank 2 = 7
 	r := newJobs(j)
 	h := fastHub(t, r)
 
-	ch, err := h.Subscribe(context.Background(), "j1", "acme", 5)
+	ch, err := h.Subscribe(context.Background(), "j1", "acme", 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.change("j1", func(j *job.Job) { j.Succeeded = 4 })
 	h.Notify("j1", false)
-	if u := next(t, ch); u.Kind != KindProgress || u.Seq != 6 {
-		t.Fatalf("first update after resuming at the current seq = %+v, want progress at seq 6 (no snapshot)", u)
+	if u := next(t, ch); u.Kind != KindProgress || u.Seq != 8 {
+		t.Fatalf("first update after resuming at the current seq = %+v, want progress at seq 8 (no snapshot)", u)
 	}
 
 	// Resuming from an older seq gets a snapshot of what was missed, never anything at or below afterSeq.
@@ -143,8 +143,8 @@ func TestSubscribeResumesAfterSeq(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := next(t, ch2); u.Kind != KindSnapshot || u.Seq != 6 {
-		t.Fatalf("first update after resuming at an old seq = %+v, want a snapshot at seq 6", u)
+	if u := next(t, ch2); u.Kind != KindSnapshot || u.Seq != 8 {
+		t.Fatalf("first update after resuming at an old seq = %+v, want a snapshot at seq 8", u)
 	}
 }
 
