@@ -7,6 +7,7 @@ import (
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/live"
 	"github.com/jobmill/jobmill/app/manager"
+	"github.com/jobmill/jobmill/app/projection"
 	"github.com/jobmill/jobmill/app/query"
 	"github.com/jobmill/jobmill/app/worker"
 )
@@ -19,6 +20,8 @@ type Application struct {
 	Manager *manager.Manager
 	// Worker runs the commands of the work queue.
 	Worker *worker.Worker
+	// Projections are the read models built by consumers of the log of their own (projector role).
+	Projections []projection.Projection
 	// Live streams job changes to API subscribers.
 	Live *live.Hub
 	// Tokens authenticates API requests.

@@ -100,7 +100,7 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 		if cfg.Log == config.BackendAMQP {
 			logTopics = []string{messaging.EventsTopic}
 		}
-		if err := amqp.Declare(ctx, url, queues, logTopics, []string{messaging.ManagerGroup}); err != nil {
+		if err := amqp.Declare(ctx, url, queues, logTopics, messaging.LogGroups); err != nil {
 			return nil, err
 		}
 		queuePub, err := amqp.NewQueuePublisher(url, logger)

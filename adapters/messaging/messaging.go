@@ -29,6 +29,11 @@ const (
 	ManagerGroup = "manager"
 )
 
+// LogGroups are every consumer group of the event log: the manager and the projections (statistics,
+// detailed status, notifications). Transports whose groups must exist before the first publish
+// (RabbitMQ) declare them all, whichever roles this process runs.
+var LogGroups = []string{ManagerGroup, "stats", "status", "notifier"}
+
 // Marshaler is the CQRS marshaler for events and commands. It adds the partition key to every message
 // and reports every message it cannot decode as a *DecodeError, which the router moves to the poison topic.
 var Marshaler cqrs.CommandEventMarshaler = decodeChecking{cqrs.CommandEventMarshalerDecorator{

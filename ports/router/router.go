@@ -32,6 +32,8 @@ type Transport struct {
 type Config struct {
 	Manager bool
 	Worker  bool
+	// Projector subscribes every projection of the application to the log.
+	Projector bool
 	// Workers is how many sub-jobs this process runs at once.
 	Workers int
 	// StepWorkers is how many step-1 and step-3 commands this process runs at once (each).
@@ -54,6 +56,11 @@ func New(a app.Application, tr Transport, cfg Config, logger watermill.LoggerAda
 	)
 	if cfg.Manager {
 		if err := addManager(r, a, tr, logger); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Projector {
+		if err := addProjections(r, a.Projections, tr, logger); err != nil {
 			return nil, err
 		}
 	}
