@@ -31,6 +31,13 @@ const (
 	RoleTicker    = "ticker"
 )
 
+// Notification senders; see Config.Notifications.
+const (
+	NotifyWebhooks = "webhooks"
+	NotifyLog      = "log"
+	NotifyOff      = "off"
+)
+
 // Auth modes of the API; see Config.Auth.
 const (
 	AuthRequired = "required"
@@ -45,6 +52,7 @@ var (
 	logLevels         = []string{"debug", "info", "warn", "error"}
 	logFormats        = []string{"text", "json"}
 	authModes         = []string{AuthRequired, AuthOff}
+	notifyModes       = []string{NotifyWebhooks, NotifyLog, NotifyOff}
 )
 
 // Config is the complete configuration of one jobmill process.
@@ -78,6 +86,9 @@ type Config struct {
 	// listen address, for local development.
 	Auth string    `koanf:"auth"`
 	API  APIConfig `koanf:"api"`
+	// Notifications is how the projector delivers notifications: webhooks (to each tenant's registered
+	// webhooks), log (writes each notification to the process log, for local use) or off.
+	Notifications string `koanf:"notifications"`
 	// Workers is the number of sub-job executions this process runs
 	// concurrently. It may be 0 only when the worker role is not enabled.
 	Workers int `koanf:"workers"`
@@ -168,6 +179,7 @@ func unresolvedDefault() Config {
 		Listen:         "127.0.0.1:8080",
 		Auth:           AuthRequired,
 		API:            APIConfig{RateLimit: 50},
+		Notifications:  NotifyWebhooks,
 		Workers:        32,
 		Roles:          slices.Clone(allRoles),
 		Tick:           time.Second,
@@ -240,6 +252,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("auth", r.Auth),
 		slog.Any("api.allowed_origins", r.API.AllowedOrigins),
 		slog.Int("api.rate_limit", r.API.RateLimit),
+		slog.String("notifications", r.Notifications),
 		slog.Int("workers", r.Workers),
 		slog.Any("roles", r.Roles),
 		slog.Duration("tick", r.Tick),

@@ -65,8 +65,10 @@ func TestDefault(t *testing.T) {
 		Auth:      "required",
 		API:       APIConfig{RateLimit: 50},
 		Workers:   32,
-		Roles:     []string{"api", "manager", "worker", "projector", "ticker"},
-		Tick:      time.Second,
+
+		Notifications: "webhooks",
+		Roles:         []string{"api", "manager", "worker", "projector", "ticker"},
+		Tick:          time.Second,
 
 		DispatchWindow: 4096,
 		ConnectTimeout: 30 * time.Second,
@@ -362,6 +364,7 @@ func TestLoadErrors(t *testing.T) {
 		{"empty outbox dir", source{env: []string{"JOBMILL_OUTBOX_DIR= "}}, "outbox_dir", "must not be empty"},
 		{"bad log level", source{file: "log_level: verbose\n"}, "log_level", `must be one of debug, info, warn, error (got "verbose")`},
 		{"bad log format", source{file: "log_format: xml\n"}, "log_format", `must be one of text, json (got "xml")`},
+		{"bad notifications", source{args: []string{"--notifications", "email"}}, "notifications", `must be one of webhooks, log, off (got "email")`},
 		{"bad auth", source{env: []string{"JOBMILL_AUTH=maybe"}}, "auth", `must be one of required, off (got "maybe")`},
 		{"auth off on every interface", source{args: []string{"--auth", "off", "--listen", "0.0.0.0:8080"}}, "auth", "allowed only on a loopback"},
 		{"auth off with empty host", source{file: "auth: off\nlisten: ':8080'\n"}, "auth", "allowed only on a loopback"},
@@ -625,7 +628,7 @@ func TestRegisterFlags(t *testing.T) {
 // set, e.g. one added without a koanf tag.
 func TestEveryFieldIsLoadable(t *testing.T) {
 	want := []string{
-		"amqp.url", "api.allowed_origins", "api.rate_limit", "auth", "connect_timeout", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
+		"amqp.url", "api.allowed_origins", "api.rate_limit", "auth", "connect_timeout", "notifications", "dispatch_window", "kafka.brokers", "kafka.partitions", "listen", "log",
 		"log_format", "log_level", "mysql.dsn", "outbox_dir", "postgres.url", "queue", "roles",
 		"sqlite.path", "store", "tick", "transport", "workers",
 	}

@@ -38,6 +38,7 @@ var flagKeys = map[string]string{
 	"sqlite-path":      "sqlite.path",
 	"listen":           "listen",
 	"auth":             "auth",
+	"notifications":    "notifications",
 	"workers":          "workers",
 	"roles":            "roles",
 	"tick":             "tick",
@@ -68,6 +69,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 		" (default: the transport if it is postgres or mysql, else sqlite)")
 	fs.String("sqlite-path", d.SQLite.Path, "SQLite database file")
 	fs.String("listen", d.Listen, "host:port the HTTP API listens on")
+	fs.String("notifications", d.Notifications, "how notifications are delivered: webhooks|log|off")
 	fs.String("auth", d.Auth, "whether API requests need a token: required|off (off only on a loopback address)")
 	fs.Int("workers", d.Workers, "concurrent sub-job executions in this process")
 	fs.StringSlice("roles", d.Roles, "roles this process runs: "+strings.Join(allRoles, ","))

@@ -82,6 +82,9 @@ func (c Config) validate() *Error {
 		return &Error{Key: "listen", Problem: fmt.Sprintf("%s (got %q)", err, c.Listen)}
 	}
 
+	if err := oneOf("notifications", c.Notifications, notifyModes); err != nil {
+		return err
+	}
 	if err := oneOf("auth", c.Auth, authModes); err != nil {
 		return err
 	}
