@@ -31,12 +31,20 @@ func TestResetConsumerGroupReplaysFromTheStart(t *testing.T) {
 				}
 				m.Ack()
 			}
+			waitCaughtUp(t, s, group)
 			return first
 		}
 		consume("stats", 5)
 		consume("other", 5)
+		// Without a reset the group has nothing left.
+		if lag := groupLag(t, s, "stats"); lag != 0 {
+			t.Fatalf("stats lags %d before the reset, want 0", lag)
+		}
 		if err := ResetConsumerGroup(ctx, s.db, s.dialect, topic, "stats"); err != nil {
 			t.Fatal(err)
+		}
+		if lag := groupLag(t, s, "stats"); lag != 5 {
+			t.Fatalf("stats lags %d after the reset, want all 5 messages", lag)
 		}
 		if got := consume("stats", 5); got != msgs[0].UUID {
 			t.Fatalf("after the reset the group read %s first, want %s", got, msgs[0].UUID)
@@ -47,4 +55,32 @@ func TestResetConsumerGroupReplaysFromTheStart(t *testing.T) {
 		}
 		expectNothing(t, ch, 200*time.Millisecond)
 	})
+}
+
+func groupLag(t *testing.T, s server, group string) int64 {
+	t.Helper()
+	lags, err := Lag(testCtx(t), s.db, s.dialect, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lags {
+		if l.Consumer == group {
+			return l.Messages
+		}
+	}
+	t.Fatalf("no lag reported for group %s: %+v", group, lags)
+	return 0
+}
+
+// waitCaughtUp waits until the group's acks are committed (the subscriber commits a batch after its
+// last ack).
+func waitCaughtUp(t *testing.T, s server, group string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for groupLag(t, s, group) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s never caught up", group)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -24,6 +24,13 @@ type Observer interface {
 	JobEnded(jobID string, state job.State)
 }
 
+// SubJobObserver is an Observer that also counts sub-jobs finishing (the completion rate). The manager
+// tells it after each committed reaction that made sub-job outcomes final: succeeded, or failed after the
+// last attempt. Reports absorbed as duplicates or late never count.
+type SubJobObserver interface {
+	SubJobsFinished(jobID string, succeeded, failed int64)
+}
+
 // Config tunes the manager.
 type Config struct {
 	// Window is the most sub-jobs of one job in flight at once: dispatch streams the rest as they finish.
@@ -71,6 +78,7 @@ func (m *Manager) apply(ctx context.Context, jobID string, decide decision) erro
 			return err
 		}
 		before := j.State
+		succeededBefore, failedBefore := j.Succeeded, j.Failed
 		now := m.now()
 		fx, outcome, err := decide(ctx, tx, j, now)
 		if err != nil {
@@ -95,12 +103,12 @@ func (m *Manager) apply(ctx context.Context, jobID string, decide decision) erro
 		if err := tx.Publish(ctx, fx); err != nil {
 			return err
 		}
-		m.afterCommit(tx, j, before, fx, outcome)
+		m.afterCommit(tx, j, before, fx, outcome, j.Succeeded-succeededBefore, j.Failed-failedBefore)
 		return nil
 	})
 }
 
-func (m *Manager) afterCommit(tx job.Tx, j *job.Job, before job.State, fx job.Effects, outcome job.Outcome) {
+func (m *Manager) afterCommit(tx job.Tx, j *job.Job, before job.State, fx job.Effects, outcome job.Outcome, succeeded, failed int64) {
 	jobID, state := j.ID, j.State
 	var closed *job.Step2Completed
 	for _, e := range fx.Events {
@@ -111,6 +119,9 @@ func (m *Manager) afterCommit(tx job.Tx, j *job.Job, before job.State, fx job.Ef
 	tx.AfterCommit(func() {
 		if outcome != job.Applied {
 			m.observer.Absorbed(jobID, outcome)
+		}
+		if so, ok := m.observer.(SubJobObserver); ok && (succeeded > 0 || failed > 0) {
+			so.SubJobsFinished(jobID, succeeded, failed)
 		}
 		if closed != nil {
 			// The manager's clock, not the wall clock: LastOutcomeAt was read from it too.
