@@ -53,8 +53,9 @@ func (s *Service) buildAPI(types *jobtype.Registry, now func() time.Time) error 
 // HTTPHandler serves the probes and, with the api role, the GraphQL API at /query and GraphiQL at
 // /graphiql.
 func (s *Service) HTTPHandler() (http.Handler, error) {
+	metricsRoute := httpapi.Route{Pattern: "GET /metrics", Handler: s.metrics.Handler()}
 	if !s.cfg.HasRole(config.RoleAPI) {
-		return httpapi.NewHandler(s.ready), nil
+		return httpapi.NewHandler(s.ready, metricsRoute), nil
 	}
 	api, err := graph.NewHandler(graph.Config{
 		App:            s.App,
@@ -67,7 +68,7 @@ func (s *Service) HTTPHandler() (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return httpapi.NewHandler(s.ready,
+	return httpapi.NewHandler(s.ready, metricsRoute,
 		httpapi.Route{Pattern: "/query", Handler: api},
 		httpapi.Route{Pattern: "/graphiql/", Handler: http.StripPrefix("/graphiql", graphiql.Handler("/query"))},
 		httpapi.Route{Pattern: "GET /graphiql", Handler: http.RedirectHandler("/graphiql/", http.StatusMovedPermanently)},

@@ -11,6 +11,7 @@ import (
 	"github.com/jobmill/jobmill/adapters/jobstore"
 	"github.com/jobmill/jobmill/adapters/logtail"
 	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/metrics"
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/config"
@@ -32,6 +33,11 @@ type backend struct {
 	ping            func(ctx context.Context) error
 	// readyChecks are checked after ping by readiness probes (brokers beside the store).
 	readyChecks []func(ctx context.Context) error
+	// lag measures how far each consumer is behind, by source name ("log", "queue", "outbox").
+	lag map[string]metrics.LagSource
+	// resetGroup moves a consumer group of the log back to its start (rebuilds); nil when the log cannot
+	// be replayed (RabbitMQ).
+	resetGroup func(ctx context.Context, group string) error
 	// background runs beside the router for the whole life of the process (the outbox relay).
 	background []func(ctx context.Context) error
 	closers    []func() error
@@ -50,7 +56,7 @@ func openBackend(ctx context.Context, cfg config.Config, logger watermill.Logger
 	if err := checkCombination(cfg); err != nil {
 		return nil, err
 	}
-	b := &backend{}
+	b := &backend{lag: map[string]metrics.LagSource{}}
 	var err error
 	switch cfg.Store {
 	case config.BackendSQLite:
@@ -114,6 +120,15 @@ func (b *backend) openSQLite(ctx context.Context, cfg config.Config, logger wate
 	}
 	b.tailSubscriber = func() (message.Subscriber, error) {
 		return logtail.NewSubscriber(logtail.Config{DB: db.Read, Dialect: logtail.SQLite}, logger)
+	}
+	b.resetGroup = func(ctx context.Context, group string) error {
+		return sqlite.ResetConsumerGroup(ctx, db, messaging.EventsTopic, group)
+	}
+	b.lag["log"] = func(ctx context.Context) ([]metrics.Lag, error) {
+		return sqlite.LogLag(ctx, db, messaging.EventsTopic, messaging.LogGroups...)
+	}
+	b.lag["queue"] = func(ctx context.Context) ([]metrics.Lag, error) {
+		return sqlite.QueueLag(ctx, db, messaging.WorkTopics()...)
 	}
 	b.queueSubscriber = func(concurrency int) (message.Subscriber, error) {
 		return sqlite.NewQueueSubscriber(db, sqlite.QueueSubscriberConfig{Concurrency: concurrency}, logger)

@@ -14,6 +14,7 @@ import (
 	"github.com/jobmill/jobmill/adapters/jobstore"
 	"github.com/jobmill/jobmill/adapters/kafka"
 	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/metrics"
 	"github.com/jobmill/jobmill/adapters/relay"
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/adapters/sqllog"
@@ -70,6 +71,11 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			return nil, err
 		}
 		b.closers = append(b.closers, pub.Close)
+		kafkaLag, err := kafka.NewLagMonitor(kcfg)
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, kafkaLag.Close)
 		if cfg.Log == config.BackendKafka {
 			out.logPub, out.poisonPub = pub, pub
 			// Log handlers are short, so a short rebalance timeout: after a crash the group stops waiting
@@ -78,12 +84,25 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			logCfg.RebalanceTimeout = 15 * time.Second
 			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(logCfg, group, logger) }
 			b.tailSubscriber = func() (message.Subscriber, error) { return kafka.NewTailSubscriber(kcfg, logger) }
+			b.resetGroup = func(ctx context.Context, group string) error { return kafka.ResetConsumerGroup(ctx, kcfg, group) }
+			b.lag["log"] = func(ctx context.Context) ([]metrics.Lag, error) {
+				return kafkaLag.Lag(ctx, messaging.EventsTopic, messaging.LogGroups...)
+			}
 			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return kafka.MeasureRawThroughput(ctx, kcfg, n) }
 		}
 		if cfg.Queue == config.BackendKafka {
 			out.queuePub = pub
 			// Parallelism on a Kafka work topic is its partition count, whatever the concurrency asked.
-			b.queueSubscriber = func(int) (message.Subscriber, error) { return kafka.NewSubscriber(kcfg, "workers", logger) }
+			b.queueSubscriber = func(int) (message.Subscriber, error) {
+				return kafka.NewSubscriber(kcfg, metrics.WorkQueueConsumer, logger)
+			}
+			var sources []metrics.LagSource
+			for _, topic := range messaging.WorkTopics() {
+				sources = append(sources, func(ctx context.Context) ([]metrics.Lag, error) {
+					return kafkaLag.Lag(ctx, topic, metrics.WorkQueueConsumer)
+				})
+			}
+			b.lag["queue"] = metrics.JoinLag(sources...)
 		}
 	}
 	if uses(config.BackendAMQP) {
@@ -103,6 +122,8 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 		if err := amqp.Declare(ctx, url, queues, logTopics, messaging.LogGroups); err != nil {
 			return nil, err
 		}
+		amqpLag := amqp.NewLagMonitor(url)
+		b.closers = append(b.closers, amqpLag.Close)
 		queuePub, err := amqp.NewQueuePublisher(url, logger)
 		if err != nil {
 			return nil, err
@@ -120,12 +141,18 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			out.logPub = logPub
 			b.logSubscriber = func(group string) (message.Subscriber, error) { return amqp.NewLogSubscriber(url, group, logger) }
 			b.tailSubscriber = func() (message.Subscriber, error) { return amqp.NewTailSubscriber(url, logger) }
+			b.lag["log"] = func(ctx context.Context) ([]metrics.Lag, error) {
+				return amqpLag.LogLag(ctx, messaging.EventsTopic, messaging.LogGroups...)
+			}
 			b.rawThroughput = func(ctx context.Context, n int) (float64, error) { return amqp.MeasureRawThroughput(ctx, url, n) }
 		}
 		if cfg.Queue == config.BackendAMQP {
 			out.queuePub = queuePub
 			b.queueSubscriber = func(concurrency int) (message.Subscriber, error) {
 				return amqp.NewQueueSubscriber(url, concurrency, logger)
+			}
+			b.lag["queue"] = func(ctx context.Context) ([]metrics.Lag, error) {
+				return amqpLag.QueueLag(ctx, messaging.WorkTopics()...)
 			}
 		}
 	}
@@ -187,6 +214,9 @@ func (b *backend) openSQLiteWithBrokers(ctx context.Context, cfg config.Config, 
 	b.store = store
 	b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
 	b.startRelay(relay.Config{DB: db.Beginner(), Schema: sqlite.LogSchema{SubscribeBatchSize: relayBatch}, Offsets: sqlite.LogOffsets{}}, br, logger)
+	b.lag["outbox"] = func(ctx context.Context) ([]metrics.Lag, error) {
+		return sqlite.LogLag(ctx, db, OutboxTopic, relayGroup)
+	}
 	return nil
 }
 
@@ -229,5 +259,8 @@ func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger w
 		return err
 	}
 	b.startRelay(relay.Config{DB: sqltx.Beginner{DB: db}, Schema: schema, Offsets: offsets}, br, logger)
+	b.lag["outbox"] = func(ctx context.Context) ([]metrics.Lag, error) {
+		return sqllog.Lag(ctx, db, d, OutboxTopic, relayGroup)
+	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/jobmill/jobmill/adapters/jobstore"
 	"github.com/jobmill/jobmill/adapters/logtail"
 	"github.com/jobmill/jobmill/adapters/messaging"
+	"github.com/jobmill/jobmill/adapters/metrics"
 	"github.com/jobmill/jobmill/adapters/sqllog"
 	"github.com/jobmill/jobmill/adapters/sqlqueue"
 	"github.com/jobmill/jobmill/config"
@@ -55,6 +56,12 @@ func (b *backend) openServerStore(ctx context.Context, cfg config.Config, logger
 		b.tailSubscriber = func() (message.Subscriber, error) {
 			return logtail.NewSubscriber(logtail.Config{DB: db, Dialect: tail}, logger)
 		}
+		b.resetGroup = func(ctx context.Context, group string) error {
+			return sqllog.ResetConsumerGroup(ctx, db, d, messaging.EventsTopic, group)
+		}
+		b.lag["log"] = func(ctx context.Context) ([]metrics.Lag, error) {
+			return sqllog.Lag(ctx, db, d, messaging.EventsTopic, messaging.LogGroups...)
+		}
 		b.rawThroughput = func(ctx context.Context, n int) (float64, error) {
 			return sqllog.MeasureRawThroughput(ctx, db, d, n)
 		}
@@ -62,6 +69,9 @@ func (b *backend) openServerStore(ctx context.Context, cfg config.Config, logger
 	if cfg.Queue == cfg.Store {
 		if err := sqlqueue.Initialize(ctx, db, sqlqueue.Dialect(dialect)); err != nil {
 			return nil, "", err
+		}
+		b.lag["queue"] = func(ctx context.Context) ([]metrics.Lag, error) {
+			return sqlqueue.Lag(ctx, db, sqlqueue.Dialect(dialect), messaging.WorkTopics()...)
 		}
 		b.queueSubscriber = func(concurrency int) (message.Subscriber, error) {
 			return sqlqueue.NewSubscriber(db, sqlqueue.Dialect(dialect), sqlqueue.SubscriberConfig{Concurrency: concurrency}, logger)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/metrics"
+	"github.com/jobmill/jobmill/adapters/prommetrics"
 	"github.com/jobmill/jobmill/app"
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
@@ -47,6 +48,12 @@ type Service struct {
 
 	subsMu      sync.Mutex
 	subscribers []message.Subscriber
+
+	// Read are the projections' read sides.
+	Read ReadModels
+	// backgroundRoles run beside the router for the life of Run (the webhook deliverer).
+	backgroundRoles []func(ctx context.Context) error
+	metrics         *prommetrics.Metrics
 }
 
 func decorate(opts Options, kind string) func(message.Subscriber, error) (message.Subscriber, error) {
@@ -169,6 +176,9 @@ func (s *Service) build(opts Options) error {
 	if err := s.buildAPI(opts.Types, opts.Now); err != nil {
 		return err
 	}
+	if err := s.buildProjections(opts.Now); err != nil {
+		return err
+	}
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
@@ -182,10 +192,14 @@ func (s *Service) build(opts Options) error {
 	s.router, err = router.New(s.App, transport, router.Config{
 		Manager:     s.cfg.HasRole(config.RoleManager),
 		Worker:      s.cfg.HasRole(config.RoleWorker),
+		Projector:   s.cfg.HasRole(config.RoleProjector),
 		Workers:     s.cfg.Workers,
 		StepWorkers: 4,
 	}, s.wmLogger)
 	if err != nil {
+		return err
+	}
+	if err := s.buildMetrics(); err != nil {
 		return err
 	}
 	if s.cfg.HasRole(config.RoleTicker) {
@@ -202,7 +216,7 @@ func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 4+len(s.backend.background))
+	errs := make(chan error, 4+len(s.backend.background)+len(s.backgroundRoles))
 
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -245,7 +259,7 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, bg := range s.backend.background {
+	for _, bg := range append(append([]func(context.Context) error{}, s.backend.background...), s.backgroundRoles...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

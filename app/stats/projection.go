@@ -1,0 +1,326 @@
+package stats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/projection"
+)
+
+// Name is the projection's consumer group on the event log.
+const Name = "stats"
+
+// Projection folds the event log into statistics and reads them back.
+type Projection struct {
+	store Store
+}
+
+var _ projection.Projection = (*Projection)(nil)
+
+// New refuses a nil store.
+func New(store Store) (*Projection, error) {
+	if store == nil {
+		return nil, errors.New("stats: store is required")
+	}
+	return &Projection{store: store}, nil
+}
+
+// Name implements projection.Projection.
+func (p *Projection) Name() string { return Name }
+
+// Reset implements projection.Projection: it deletes all statistics.
+func (p *Projection) Reset(ctx context.Context) error {
+	if err := p.store.Reset(ctx); err != nil {
+		return fmt.Errorf("reset statistics: %w", err)
+	}
+	return nil
+}
+
+// Apply implements projection.Projection. Events that carry no statistics (Tick, commands) are ignored.
+// A report without an event id is still applied once per sub-job and attempt, but a redelivery of it
+// would count as a duplicate while the job runs.
+func (p *Projection) Apply(ctx context.Context, eventID string, m job.Message) error {
+	var err error
+	switch e := m.(type) {
+	case job.JobStarted:
+		err = p.update(ctx, e.JobID, func(r *Record) { r.applyJobStarted(e) })
+	case job.Step1Completed:
+		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep1Completed(e) })
+	case job.Step2Started:
+		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Started(e) })
+	case job.Step2Completed:
+		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Completed(e) })
+	case job.Step3Completed:
+		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep3Completed(e) })
+	case job.Step2SubjobCompleted:
+		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
+			return applySuccess(ctx, tx, r, e)
+		})
+	case job.Step2SubjobFailed:
+		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
+			return applyFailure(ctx, tx, r, AttemptKey{JobID: e.JobID, Step: 2, Index: e.Index, Attempt: int64(e.Attempt)}, e.Error)
+		})
+	case job.StepFailed:
+		if e.Step != 1 && e.Step != 3 {
+			return nil
+		}
+		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
+			return applyFailure(ctx, tx, r, AttemptKey{JobID: e.JobID, Step: e.Step, Attempt: int64(e.Attempt)}, e.Error)
+		})
+	case job.AttemptTimedOut:
+		if e.Step < 1 || e.Step > 3 {
+			return nil
+		}
+		// The manager emits one time-out per attempt: the attempt is its own key, no event id needed.
+		err = p.report(ctx, e.JobID, "", func(ctx context.Context, tx Tx, r *Record) error {
+			return applyTimeout(ctx, tx, r, e)
+		})
+	case job.JobCompleted:
+		err = p.end(ctx, e.JobID, OutcomeCompleted, e.At, e.Counts)
+	case job.JobFailed:
+		err = p.end(ctx, e.JobID, OutcomeFailed, e.At, e.Counts)
+	case job.JobCancelled:
+		err = p.end(ctx, e.JobID, OutcomeCancelled, e.At, e.Counts)
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("statistics of job %s: %w", m.JobKey(), err)
+	}
+	return nil
+}
+
+// update applies a rule that changes only the job's record. Those rules set a value once or keep a
+// minimum or maximum, so they apply as well after the job ended, and any number of times.
+func (p *Projection) update(ctx context.Context, jobID string, fold func(r *Record)) error {
+	return p.store.Update(ctx, func(ctx context.Context, tx Tx) error {
+		r, err := tx.LockJob(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		fold(&r)
+		return tx.SaveJob(ctx, r)
+	})
+}
+
+// report applies a worker's report or a time-out: once per event id, and only while the job runs (its
+// bookkeeping is gone once it ended).
+func (p *Projection) report(ctx context.Context, jobID, eventID string, fold func(ctx context.Context, tx Tx, r *Record) error) error {
+	return p.store.Update(ctx, func(ctx context.Context, tx Tx) error {
+		r, err := tx.LockJob(ctx, jobID)
+		if err != nil || r.Ended() {
+			return err
+		}
+		if eventID != "" {
+			fresh, err := tx.MarkEvent(ctx, jobID, eventID)
+			if err != nil || !fresh {
+				return err
+			}
+		}
+		if err := fold(ctx, tx, &r); err != nil {
+			return err
+		}
+		return tx.SaveJob(ctx, r)
+	})
+}
+
+func applySuccess(ctx context.Context, tx Tx, r *Record, e job.Step2SubjobCompleted) error {
+	s, found, err := tx.SubJob(ctx, e.JobID, e.Index)
+	if err != nil {
+		return err
+	}
+	if !found {
+		s = SubJobRecord{JobID: e.JobID, Index: e.Index}
+	}
+	ch := foldSuccess(r, &s, found, e)
+	if ch.subJobChanged {
+		if err := tx.SaveSubJob(ctx, s); err != nil {
+			return err
+		}
+	}
+	if ch.added == nil && ch.removed == nil {
+		return nil
+	}
+	sk, err := DecodeSketch(r.Durations)
+	if err != nil {
+		return err
+	}
+	for bucket, delta := range ch.apply(sk) {
+		if err := tx.AddCompletions(ctx, e.JobID, bucket, delta); err != nil {
+			return err
+		}
+	}
+	r.Durations = sk.Encode()
+	return nil
+}
+
+func applyFailure(ctx context.Context, tx Tx, r *Record, key AttemptKey, text string) error {
+	if err := noteAttempt(ctx, tx, r, key); err != nil {
+		return err
+	}
+	a, found, err := tx.Attempt(ctx, key)
+	if err != nil {
+		return err
+	}
+	if !found {
+		a = AttemptRecord{AttemptKey: key}
+	}
+	ch := foldFailure(r, &a, normalizeError(text))
+	if ch.attemptChanged {
+		if err := tx.SaveAttempt(ctx, a); err != nil {
+			return err
+		}
+	}
+	if ch.removed != "" {
+		if err := tx.AddError(ctx, key.JobID, ch.removed, -1); err != nil {
+			return err
+		}
+	}
+	if ch.added != "" {
+		return tx.AddError(ctx, key.JobID, ch.added, 1)
+	}
+	return nil
+}
+
+func applyTimeout(ctx context.Context, tx Tx, r *Record, e job.AttemptTimedOut) error {
+	key := AttemptKey{JobID: e.JobID, Step: e.Step, Attempt: int64(e.Attempt)}
+	if e.Step == 2 {
+		key.Index = e.Index
+	}
+	if err := noteAttempt(ctx, tx, r, key); err != nil {
+		return err
+	}
+	a, found, err := tx.Attempt(ctx, key)
+	if err != nil {
+		return err
+	}
+	if !found {
+		a = AttemptRecord{AttemptKey: key}
+	}
+	if foldTimeout(r, &a) {
+		return tx.SaveAttempt(ctx, a)
+	}
+	return nil
+}
+
+// noteAttempt counts the attempt key names: in the job's record for steps 1 and 3, in the sub-job's for
+// step 2.
+func noteAttempt(ctx context.Context, tx Tx, r *Record, key AttemptKey) error {
+	if key.Step != 2 {
+		r.noteStepAttempt(key.Step, key.Attempt)
+		return nil
+	}
+	s, found, err := tx.SubJob(ctx, key.JobID, key.Index)
+	if err != nil {
+		return err
+	}
+	if !found {
+		s = SubJobRecord{JobID: key.JobID, Index: key.Index}
+	}
+	if r.noteSubJobAttempt(&s, found, key.Attempt) {
+		return tx.SaveSubJob(ctx, s)
+	}
+	return nil
+}
+
+// end applies the job's terminal event and closes the job: its bookkeeping goes, and only its most
+// frequent error texts stay.
+func (p *Projection) end(ctx context.Context, jobID string, outcome Outcome, at time.Time, counts job.Counts) error {
+	return p.store.Update(ctx, func(ctx context.Context, tx Tx) error {
+		r, err := tx.LockJob(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		if !r.applyEnd(outcome, at, counts) {
+			return nil
+		}
+		if err := tx.DropBookkeeping(ctx, jobID); err != nil {
+			return err
+		}
+		errs, err := tx.JobErrors(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		if kept, changed := compactErrors(errs, KeptErrors); changed {
+			if err := tx.ReplaceErrors(ctx, jobID, kept); err != nil {
+				return err
+			}
+		}
+		return tx.SaveJob(ctx, r)
+	})
+}
+
+// JobStats returns the statistics of one job. With a tenant set, another tenant's job is not found; a
+// job whose JobStarted has not been applied yet is not found either.
+func (p *Projection) JobStats(ctx context.Context, jobID, tenant string) (Stats, error) {
+	var (
+		rec   Record
+		found bool
+	)
+	err := p.store.Jobs(ctx, Query{JobID: jobID}, func(r Record) error {
+		rec, found = r, true
+		return nil
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("statistics of job %s: %w", jobID, err)
+	}
+	if !found || !rec.Started() || (tenant != "" && rec.Tenant != tenant) {
+		return Stats{}, fmt.Errorf("statistics of job %s: %w", jobID, job.ErrNotFound)
+	}
+	var acc accumulator
+	if err := acc.add(rec); err != nil {
+		return Stats{}, fmt.Errorf("statistics of job %s: %w", jobID, err)
+	}
+	st, err := p.finish(ctx, &acc, Query{JobID: jobID}, 0, DefaultTopErrors)
+	if err != nil {
+		return Stats{}, fmt.Errorf("statistics of job %s: %w", jobID, err)
+	}
+	return st, nil
+}
+
+// Aggregate returns the statistics of the jobs f selects, summed and merged.
+func (p *Projection) Aggregate(ctx context.Context, f Filter) (Stats, error) {
+	q := Query{Tenant: f.Tenant, Type: f.Type, CreatedAfter: f.CreatedAfter, CreatedBefore: f.CreatedBefore}
+	var acc accumulator
+	if err := p.store.Jobs(ctx, q, acc.add); err != nil {
+		return Stats{}, fmt.Errorf("aggregate statistics: %w", err)
+	}
+	top := f.TopErrors
+	if top <= 0 {
+		top = DefaultTopErrors
+	}
+	st, err := p.finish(ctx, &acc, q, f.Bucket, top)
+	if err != nil {
+		return Stats{}, fmt.Errorf("aggregate statistics: %w", err)
+	}
+	return st, nil
+}
+
+// finish reads the throughput series and the top errors of the jobs q selects into the accumulated
+// statistics.
+func (p *Projection) finish(ctx context.Context, acc *accumulator, q Query, minWidth time.Duration, top int) (Stats, error) {
+	st := acc.stats()
+	if st.Jobs == 0 {
+		return st, nil
+	}
+	first, last, err := p.store.CompletionSpan(ctx, q)
+	if err != nil {
+		return Stats{}, err
+	}
+	if !first.IsZero() {
+		width := bucketWidth(first, last, minWidth)
+		buckets, err := p.store.Completions(ctx, q, width)
+		if err != nil {
+			return Stats{}, err
+		}
+		st.BucketWidth = width
+		st.Throughput = fillBuckets(buckets, width)
+	}
+	if st.TopErrors, err = p.store.TopErrors(ctx, q, top); err != nil {
+		return Stats{}, err
+	}
+	return st, nil
+}
