@@ -59,6 +59,9 @@ func (s *Service) HTTPHandler() (http.Handler, error) {
 	}
 	api, err := graph.NewHandler(graph.Config{
 		App:            s.App,
+		Stats:          s.Read.Stats,
+		Timeline:       s.Read.Timeline,
+		Webhooks:       s.Read.Webhooks,
 		AuthRequired:   s.cfg.Auth != config.AuthOff,
 		AllowedOrigins: s.cfg.API.AllowedOrigins,
 		RateLimit:      float64(s.cfg.API.RateLimit),

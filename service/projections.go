@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jobmill/jobmill/adapters/jobstore"
@@ -26,7 +27,7 @@ type ReadModels struct {
 
 // buildProjections builds the read models on the store's database. Every process can read them; only the
 // projector role feeds them from the log.
-func (s *Service) buildProjections(now func() time.Time) error {
+func (s *Service) buildProjections(now func() time.Time, only []string) error {
 	db, ok := s.Store.(jobstore.ProjectionDB)
 	if !ok {
 		return fmt.Errorf("service: the %s store keeps no read models", s.cfg.Store)
@@ -61,6 +62,15 @@ func (s *Service) buildProjections(now func() time.Time) error {
 		if !knownGroup(p.Name()) {
 			return fmt.Errorf("service: projection %q has no consumer group declared in messaging.LogGroups", p.Name())
 		}
+	}
+	if only != nil {
+		var kept []projection.Projection
+		for _, p := range s.App.Projections {
+			if slices.Contains(only, p.Name()) {
+				kept = append(kept, p)
+			}
+		}
+		s.App.Projections = kept
 	}
 	if s.cfg.HasRole(config.RoleProjector) && s.cfg.Notifications != config.NotifyOff {
 		var sender notify.Sender = webhook.NewSender(webhook.Config{})

@@ -96,6 +96,8 @@ type Options struct {
 	// DecorateSubscriber, when set, wraps every subscriber the router consumes from. kind is "log" or
 	// "queue". Tests use it to deliver every message twice, as an at-least-once transport may.
 	DecorateSubscriber func(kind string, sub message.Subscriber) message.Subscriber
+	// Projections, when set, names the only projections the projector role feeds (a rebuild runs one).
+	Projections []string
 }
 
 // ErrUnsupportedBackend: the configuration names a backend this build cannot run yet.
@@ -176,7 +178,7 @@ func (s *Service) build(opts Options) error {
 	if err := s.buildAPI(opts.Types, opts.Now); err != nil {
 		return err
 	}
-	if err := s.buildProjections(opts.Now); err != nil {
+	if err := s.buildProjections(opts.Now, opts.Projections); err != nil {
 		return err
 	}
 

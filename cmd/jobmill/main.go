@@ -42,7 +42,7 @@ func newRootCommand() *cobra.Command {
 	}
 	config.RegisterFlags(root.PersistentFlags())
 	root.AddCommand(newServeCommand(), newSubmitCommand(), newStatusCommand(), newCancelCommand(), newDemoCommand(), newBenchCommand(), newDevCommand())
-	root.AddCommand(newWatchCommand(), newTokenCommand())
+	root.AddCommand(newWatchCommand(), newTokenCommand(), newProjectionsCommand())
 	return root
 }
 
