@@ -56,12 +56,12 @@ type Service struct {
 	metrics         *prommetrics.Metrics
 }
 
-func decorate(opts Options, kind string) func(message.Subscriber, error) (message.Subscriber, error) {
+func decorate(opts Options, kind, group string) func(message.Subscriber, error) (message.Subscriber, error) {
 	return func(sub message.Subscriber, err error) (message.Subscriber, error) {
 		if err != nil || opts.DecorateSubscriber == nil {
 			return sub, err
 		}
-		return opts.DecorateSubscriber(kind, sub), nil
+		return opts.DecorateSubscriber(kind, group, sub), nil
 	}
 }
 
@@ -93,9 +93,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// DecorateSubscriber, when set, wraps every subscriber the router consumes from. kind is "log" or
-	// "queue". Tests use it to deliver every message twice, as an at-least-once transport may.
-	DecorateSubscriber func(kind string, sub message.Subscriber) message.Subscriber
+	// DecorateSubscriber, when set, wraps every subscriber the router consumes from. kind is "log" (group
+	// names the consumer group) or "queue". Tests use it to deliver every message twice, as an
+	// at-least-once transport may, or to stall one consumer group.
+	DecorateSubscriber func(kind, group string, sub message.Subscriber) message.Subscriber
 	// Projections, when set, names the only projections the projector role feeds (a rebuild runs one).
 	Projections []string
 }
@@ -184,10 +185,10 @@ func (s *Service) build(opts Options) error {
 
 	transport := router.Transport{
 		LogSubscriber: func(group string) (message.Subscriber, error) {
-			return s.track(decorate(opts, "log")(s.backend.logSubscriber(group)))
+			return s.track(decorate(opts, "log", group)(s.backend.logSubscriber(group)))
 		},
 		QueueSubscriber: func(concurrency int) (message.Subscriber, error) {
-			return s.track(decorate(opts, "queue")(s.backend.queueSubscriber(concurrency)))
+			return s.track(decorate(opts, "queue", "")(s.backend.queueSubscriber(concurrency)))
 		},
 		PoisonPublisher: s.backend.poisonPublisher,
 	}

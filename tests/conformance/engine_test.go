@@ -58,7 +58,7 @@ func skipIfUnsupported(t *testing.T, err error) {
 	}
 }
 
-func startEngine(t *testing.T, e *env, types *jobtype.Registry, decorate func(string, messageSubscriber) messageSubscriber) *engine {
+func startEngine(t *testing.T, e *env, types *jobtype.Registry, decorate func(kind, group string, sub messageSubscriber) messageSubscriber) *engine {
 	t.Helper()
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/stats"
 )
 
 type messageSubscriber = message.Subscriber
@@ -116,7 +117,7 @@ type twiceDecorator struct {
 	seconds atomic.Int64
 }
 
-func (d *twiceDecorator) decorate(kind string, sub message.Subscriber) message.Subscriber {
+func (d *twiceDecorator) decorate(kind, _ string, sub message.Subscriber) message.Subscriber {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.kinds == nil {
@@ -141,6 +142,19 @@ func testDeliveredTwice(t *testing.T, c combo) {
 	id := en.submit(typ.name, countInput{N: n})
 	st := en.waitCompleted(id)
 	t.Logf("%d sub-jobs, every message delivered twice: COMPLETED after %s (%s)", n, time.Since(start).Round(10*time.Millisecond), describe(st))
+	// The statistics consumer, fed the same doubled log, ends with exact figures.
+	sts := waitStatsEnded(t, en, id)
+	if sts.Succeeded != int64(n) || sts.SubJobs.Count != int64(n) || sts.Failed != 0 || sts.Attempts != int64(n)+2 {
+		t.Errorf("statistics with every event delivered twice: succeeded %d, durations counted %d, failed %d, attempts %d; want %d, %d, 0, %d (a first attempt per sub-job, plus steps 1 and 3)",
+			sts.Succeeded, sts.SubJobs.Count, sts.Failed, sts.Attempts, n, n, n+2)
+	}
+	var completions int64
+	for _, b := range sts.Throughput {
+		completions += b.Completed
+	}
+	if completions != int64(n) {
+		t.Errorf("throughput series counts %d completions, want %d", completions, n)
+	}
 	// Stop the engine first: copies still in flight are delivered or dropped, so the counts are final.
 	en.stop()
 	checkCounts(t, st, int64(n))
@@ -170,4 +184,20 @@ func testDeliveredTwice(t *testing.T, c combo) {
 		}
 	}
 	_ = job.StateCompleted
+}
+
+// waitStatsEnded waits until the statistics projection has applied the job's terminal event.
+func waitStatsEnded(t *testing.T, en *engine, id string) stats.Stats {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		st, err := en.svc.Read.Stats.JobStats(context.Background(), id, "")
+		if err == nil && st.JobsCompleted+st.JobsFailed+st.JobsCancelled == 1 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("statistics never saw job %s end (last: %+v, %v)", id, st, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

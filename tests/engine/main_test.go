@@ -80,7 +80,7 @@ func newPath(t *testing.T) string { return filepath.Join(t.TempDir(), "data", "j
 
 // startEngine starts a service on the database at path with the given types. tune adjusts the test
 // configuration (Workers 4; Tick stays at the default 1s: under -race a fast tick of many jobs floods the manager) before the service is built.
-func startEngine(t *testing.T, path string, types *jobtype.Registry, tune func(*config.Config)) *engine {
+func startEngine(t *testing.T, path string, types *jobtype.Registry, tune func(*config.Config), options ...func(*service.Options)) *engine {
 	t.Helper()
 	cfg := config.Default()
 	cfg.SQLite.Path = path
@@ -93,7 +93,11 @@ func startEngine(t *testing.T, path string, types *jobtype.Registry, tune func(*
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := service.New(ctx, cfg, service.Options{Types: types, Logger: logger})
+	opts := service.Options{Types: types, Logger: logger}
+	for _, o := range options {
+		o(&opts)
+	}
+	svc, err := service.New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("service.New: %v", err)
