@@ -15,6 +15,7 @@ import (
 
 func newStatusCommand() *cobra.Command {
 	var asJSON bool
+	var lastEvents int
 	var remote remoteFlags
 	cmd := &cobra.Command{
 		Use:   "status JOB",
@@ -36,17 +37,26 @@ func newStatusCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				detail, err := readStatusDetail(cmd.Context(), svc, args[0], lastEvents)
+				if err != nil {
+					return err
+				}
 				if asJSON {
 					enc := json.NewEncoder(cmd.OutOrStdout())
 					enc.SetIndent("", "  ")
-					return enc.Encode(toStatusJSON(st))
+					return enc.Encode(struct {
+						statusJSON
+						statusDetail
+					}{toStatusJSON(st), detail})
 				}
 				printSummary(cmd.OutOrStdout(), st)
+				printDetail(cmd.OutOrStdout(), detail)
 				return nil
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&lastEvents, "events", 10, "latest events of the job's timeline to show")
 	remote.register(cmd)
 	return cmd
 }
