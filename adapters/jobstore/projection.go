@@ -3,7 +3,9 @@ package jobstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jobmill/jobmill/adapters/sqlite"
 	"github.com/jobmill/jobmill/adapters/sqltx"
@@ -23,6 +25,10 @@ type ProjectionDB interface {
 	Rebind(q string) string
 	// DialectName is "sqlite", "postgres" or "mysql", for the few statements that differ (upserts).
 	DialectName() string
+	// Prepare prepares the statements a read model runs per event, once, when its store is built.
+	Prepare(ctx context.Context, queries ...string) error
+	// Prepared wraps a transaction InTx handed out so that it runs those statements prepared.
+	Prepared(tx *sql.Tx) *PreparedTx
 }
 
 var (
@@ -43,6 +49,16 @@ func (s *SQLite) Rebind(q string) string { return q }
 
 // DialectName implements ProjectionDB.
 func (s *SQLite) DialectName() string { return "sqlite" }
+
+// Prepare implements ProjectionDB: statements are prepared on the single write connection.
+func (s *SQLite) Prepare(ctx context.Context, queries ...string) error {
+	return s.projectionStmts.prepare(ctx, queries)
+}
+
+// Prepared implements ProjectionDB.
+func (s *SQLite) Prepared(tx *sql.Tx) *PreparedTx {
+	return &PreparedTx{tx: tx, cache: s.projectionStmts}
+}
 
 // InTx implements ProjectionDB.
 func (s *SQL) InTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
@@ -68,3 +84,88 @@ func (s *SQL) Rebind(q string) string { return s.rebind(q) }
 
 // DialectName implements ProjectionDB.
 func (s *SQL) DialectName() string { return string(s.dialect) }
+
+// Prepare implements ProjectionDB.
+func (s *SQL) Prepare(ctx context.Context, queries ...string) error {
+	return s.projectionStmts.prepare(ctx, queries)
+}
+
+// Prepared implements ProjectionDB.
+func (s *SQL) Prepared(tx *sql.Tx) *PreparedTx { return &PreparedTx{tx: tx, cache: s.projectionStmts} }
+
+// PreparedTx runs a projection's statements inside tx through statements prepared once per process:
+// read models run a handful of small statements per event, and parsing them again each time cost more
+// than executing them (on SQLite most of all).
+type PreparedTx struct {
+	tx    *sql.Tx
+	cache *stmtCache
+}
+
+// ExecContext is tx.ExecContext, through q's prepared statement when there is one.
+func (p *PreparedTx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st, ok := p.cache.get(q); ok {
+		return p.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
+	return p.tx.ExecContext(ctx, q, args...)
+}
+
+// QueryContext is tx.QueryContext, through q's prepared statement when there is one.
+func (p *PreparedTx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st, ok := p.cache.get(q); ok {
+		return p.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return p.tx.QueryContext(ctx, q, args...)
+}
+
+// QueryRowContext is tx.QueryRowContext, through q's prepared statement when there is one.
+func (p *PreparedTx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if st, ok := p.cache.get(q); ok {
+		return p.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
+	return p.tx.QueryRowContext(ctx, q, args...)
+}
+
+// stmtCache holds statements prepared on the pool the transactions take their connections from. It
+// never prepares lazily: on SQLite a transaction holds the only write connection, and preparing on the
+// pool from inside it would wait for that connection forever.
+type stmtCache struct {
+	db    *sql.DB
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, stmts: map[string]*sql.Stmt{}} }
+
+func (c *stmtCache) prepare(ctx context.Context, queries []string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, q := range queries {
+		if _, ok := c.stmts[q]; ok {
+			continue
+		}
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %.60q: %w", q, err)
+		}
+		c.stmts[q] = st
+	}
+	return nil
+}
+
+func (c *stmtCache) get(q string) (*sql.Stmt, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.stmts[q]
+	return st, ok
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.stmts {
+		errs = append(errs, st.Close())
+	}
+	c.stmts = map[string]*sql.Stmt{}
+	return errors.Join(errs...)
+}

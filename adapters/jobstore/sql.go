@@ -60,6 +60,8 @@ type SQL struct {
 	outbox  Outbox
 	logger  watermill.LoggerAdapter
 	stmts   map[string]*sql.Stmt
+	// projectionStmts are the read models' statements, prepared once per process.
+	projectionStmts *stmtCache
 }
 
 var (
@@ -107,7 +109,7 @@ func NewSQL(ctx context.Context, db *sql.DB, dialect Dialect, outbox Outbox, log
 	if err := migrateServer(ctx, db, dialect, gooseDialect); err != nil {
 		return nil, fmt.Errorf("migrate %s job store: %w", dialect, err)
 	}
-	st := &SQL{db: db, dialect: dialect, outbox: outbox, logger: logger, stmts: map[string]*sql.Stmt{}}
+	st := &SQL{db: db, dialect: dialect, outbox: outbox, logger: logger, stmts: map[string]*sql.Stmt{}, projectionStmts: newStmtCache(db)}
 	prepare := append(append([]string{}, sqlHotStatements...), st.addSubJobsQuery(addSubJobsChunk))
 	for _, q := range prepare {
 		stmt, err := db.PrepareContext(ctx, st.rebind(q))
@@ -122,7 +124,7 @@ func NewSQL(ctx context.Context, db *sql.DB, dialect Dialect, outbox Outbox, log
 
 // Close releases the prepared statements. The DB stays open; it belongs to the caller.
 func (s *SQL) Close() error {
-	var err error
+	err := s.projectionStmts.close()
 	for _, stmt := range s.stmts {
 		err = errors.Join(err, stmt.Close())
 	}

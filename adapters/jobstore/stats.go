@@ -85,6 +85,11 @@ func NewStatsStore(db ProjectionDB) (*StatsStore, error) {
 		dropSubJobs:    r(`DELETE FROM stats_subjobs WHERE job_id = ?`),
 		dropAttempts:   r(`DELETE FROM stats_attempts WHERE job_id = ?`),
 	}
+	q := s.q
+	if err := db.Prepare(context.Background(), q.job, q.createJob, q.saveJob, q.markEvent, q.subJob, q.saveSubJob,
+		q.attempt, q.saveAttempt, q.addCompletions, q.addError); err != nil {
+		return nil, fmt.Errorf("stats store: %w", err)
+	}
 	return s, nil
 }
 
@@ -124,7 +129,7 @@ func (s *StatsStore) upsert(table string, key, cols []string, add bool) string {
 // Update implements stats.Store.
 func (s *StatsStore) Update(ctx context.Context, fn func(ctx context.Context, tx stats.Tx) error) error {
 	return s.db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return fn(ctx, statsTx{s: s, tx: tx})
+		return fn(ctx, statsTx{s: s, tx: s.db.Prepared(tx)})
 	})
 }
 
@@ -297,7 +302,7 @@ func flag(b bool) int {
 // statsTx is one transaction of the statistics' store.
 type statsTx struct {
 	s  *StatsStore
-	tx *sql.Tx
+	tx *PreparedTx
 }
 
 // LockJob implements stats.Tx. The job's row exists from its first event on, so the insert runs once

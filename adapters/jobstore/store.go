@@ -34,6 +34,8 @@ type SQLite struct {
 	outbox SQLiteOutbox
 	// tokenByHash runs on the read pool: every authenticated API request looks its token up.
 	tokenByHash *sql.Stmt
+	// projectionStmts are the read models' statements, prepared on the write connection.
+	projectionStmts *stmtCache
 }
 
 // Statements of the hot path, prepared once on the write connection: SQLite parses a statement on every
@@ -92,7 +94,7 @@ func NewSQLiteWithOutbox(ctx context.Context, db *sqlite.DB, outbox SQLiteOutbox
 	if outbox.Commands == nil {
 		outbox.Commands = func(tx *sqlite.HookTx) (message.Publisher, error) { return sqlite.NewTxQueuePublisher(tx), nil }
 	}
-	st := &SQLite{db: db, logger: logger, stmts: map[string]*sql.Stmt{}, outbox: outbox}
+	st := &SQLite{db: db, logger: logger, stmts: map[string]*sql.Stmt{}, outbox: outbox, projectionStmts: newStmtCache(db.Write)}
 	for _, q := range hotStatements {
 		stmt, err := db.Write.PrepareContext(ctx, q)
 		if err != nil {

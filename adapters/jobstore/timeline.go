@@ -47,10 +47,14 @@ func NewTimelineStore(db ProjectionDB) (*TimelineStore, error) {
 	}
 	dialect := db.DialectName()
 	lock, createHeader, saveSubJob := " FOR UPDATE", "", ""
+	subJobEvents := "timeline_events"
 	switch dialect {
 	case "sqlite", "postgres":
 		if dialect == "sqlite" {
 			lock = "" // the transaction already holds the database's write lock
+			// Without statistics SQLite prefers the primary key (job_id, pos) and scans every event of
+			// the job for each report: quadratic in the job's size.
+			subJobEvents = "timeline_events INDEXED BY timeline_events_subjob"
 		}
 		createHeader = `INSERT INTO timeline_jobs (job_id) VALUES (?) ON CONFLICT (job_id) DO NOTHING`
 		saveSubJob = `INSERT INTO timeline_subjobs (job_id, ` + timelineSubJobColumns + `)
@@ -80,7 +84,7 @@ func NewTimelineStore(db ProjectionDB) (*TimelineStore, error) {
 			(SELECT COUNT(*) FROM timeline_events WHERE event_id = ?)`,
 		insertEntry: `INSERT INTO timeline_events (job_id, ` + timelineEntryColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		subJobEntries: `SELECT ` + timelineEntryColumns + ` FROM timeline_events
+		subJobEntries: `SELECT ` + timelineEntryColumns + ` FROM ` + subJobEvents + `
 			WHERE job_id = ? AND sub_index = ? ORDER BY pos`,
 		saveSubJob: saveSubJob,
 		failWaiting: `UPDATE timeline_subjobs SET state = '` + string(job.SubJobFailed) + `', finished_at = last_error_at
@@ -97,13 +101,17 @@ func NewTimelineStore(db ProjectionDB) (*TimelineStore, error) {
 		&q.countEntries, &q.countSubJobs} {
 		*s = db.Rebind(*s)
 	}
+	if err := db.Prepare(context.Background(), q.lockHeader, q.createHeader, q.saveHeader, q.nextPos, q.insertEntry,
+		q.subJobEntries, q.saveSubJob); err != nil {
+		return nil, fmt.Errorf("timeline store: %w", err)
+	}
 	return &TimelineStore{db: db, q: q}, nil
 }
 
 // Update implements timeline.Store.
 func (s *TimelineStore) Update(ctx context.Context, fn func(ctx context.Context, tx timeline.Tx) error) error {
 	return s.db.InTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		return fn(ctx, &timelineTx{q: &s.q, tx: tx})
+		return fn(ctx, &timelineTx{q: &s.q, tx: s.db.Prepared(tx)})
 	})
 }
 
@@ -190,7 +198,7 @@ func (s *TimelineStore) SubJobs(ctx context.Context, jobID string, state job.Sub
 // timelineTx is the store inside one event's transaction.
 type timelineTx struct {
 	q  *timelineQueries
-	tx *sql.Tx
+	tx *PreparedTx
 }
 
 // LockHeader implements timeline.Tx. The row lock (FOR UPDATE; on SQLite the write transaction itself)

@@ -7,13 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/config"
 	"github.com/jobmill/jobmill/jobtypes/synthetic"
+	"github.com/jobmill/jobmill/service"
 )
 
 // benchResult is the one JSON object `jobmill bench --json` prints.
@@ -31,12 +34,16 @@ type benchResult struct {
 	RawMessages    int     `json:"raw_messages"`
 	CompletedJobs  int     `json:"completed_jobs"`
 	DuplicatesSeen int64   `json:"duplicates_absorbed"`
+	// Projections says whether the projector role ran (statistics, status view, notifier). With it,
+	// ProjectedS is from the first submit until every projection had read the whole log.
+	Projections bool    `json:"projections"`
+	ProjectedS  float64 `json:"projections_caught_up_s,omitempty"`
 }
 
 func newBenchCommand() *cobra.Command {
 	var subjobs int64
 	var jobs, rawN int
-	var asJSON bool
+	var asJSON, projections bool
 	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench [--subjobs N] [--jobs J] [--workers W] [--json]",
@@ -63,6 +70,9 @@ them from the first submit to the last JobCompleted.`,
 			}
 			if !cmd.Flags().Changed("listen") {
 				cfg.Listen = "127.0.0.1:0"
+			}
+			if !projections {
+				cfg.Roles = slices.DeleteFunc(slices.Clone(cfg.Roles), func(r string) bool { return r == config.RoleProjector })
 			}
 			quietByDefault(cmd, &cfg)
 			ctx, cancel := context.WithCancel(cmd.Context())
@@ -120,12 +130,20 @@ them from the first submit to the last JobCompleted.`,
 				}
 			}
 			wall := time.Since(start)
+			var projected time.Duration
+			if cfg.HasRole(config.RoleProjector) {
+				if err := waitProjectionsCaughtUp(ctx, svc); err != nil {
+					return err
+				}
+				projected = time.Since(start)
+			}
 			dups, _ := svc.Recorder.AbsorbedCounts()
 			res := benchResult{
 				Transport: svc.TransportName(), SubJobs: subjobs, Jobs: jobs, Workers: cfg.Workers,
 				WallS: wall.Seconds(), SubJobsPerSec: float64(subjobs) / wall.Seconds(),
 				FanInMsP50: ms(svc.Recorder.FanInQuantile(0.5)), FanInMsP99: ms(svc.Recorder.FanInQuantile(0.99)),
 				PeakRSSMB: peakRSSMB(), RawMsgsPerSec: raw, RawMessages: rawN, CompletedJobs: completed, DuplicatesSeen: dups,
+				Projections: cfg.HasRole(config.RoleProjector), ProjectedS: projected.Seconds(),
 			}
 			cancel()
 			_ = wait()
@@ -139,6 +157,9 @@ them from the first submit to the last JobCompleted.`,
 			fmt.Fprintf(out, "throughput          %.0f sub-jobs/s\n", res.SubJobsPerSec)
 			fmt.Fprintf(out, "fan-in p50 / p99    %.2f ms / %.2f ms\n", res.FanInMsP50, res.FanInMsP99)
 			fmt.Fprintf(out, "peak RSS            %.0f MB\n", res.PeakRSSMB)
+			if res.Projections {
+				fmt.Fprintf(out, "projections caught up  %.3f s after the first submit\n", res.ProjectedS)
+			}
 			if completed != jobs {
 				return fmt.Errorf("%d of %d jobs did not complete", jobs-completed, jobs)
 			}
@@ -150,6 +171,7 @@ them from the first submit to the last JobCompleted.`,
 	cmd.Flags().IntVar(&rawN, "raw-messages", 0, "messages for the raw transport measurement (default: the sub-job count, 1,000–50,000)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the measured run to this file")
+	cmd.Flags().BoolVar(&projections, "projections", true, "run the projector role (statistics, status view, notifier) during the run")
 	cmd.AddCommand(newBenchAPICommand())
 	return cmd
 }
@@ -158,3 +180,25 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // peakRSSMB is this process's peak resident set size (VmHWM); 0 where there is no /proc.
 func peakRSSMB() float64 { return rssMB(os.Getpid(), "VmHWM:") }
+
+// waitProjectionsCaughtUp waits until every projection's consumer group has read the whole log.
+func waitProjectionsCaughtUp(ctx context.Context, svc *service.Service) error {
+	for {
+		behind := false
+		for _, p := range svc.App.Projections {
+			lag, err := svc.ConsumerLag(ctx, p.Name())
+			if err != nil {
+				return fmt.Errorf("measure the lag of %s: %w", p.Name(), err)
+			}
+			behind = behind || lag > 0
+		}
+		if !behind {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
