@@ -28,7 +28,10 @@ import (
 
 	"github.com/jobmill/jobmill/app"
 	"github.com/jobmill/jobmill/app/access"
+	"github.com/jobmill/jobmill/app/notify"
 	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/app/stats"
+	"github.com/jobmill/jobmill/app/timeline"
 	"github.com/jobmill/jobmill/graph/generated"
 	"github.com/jobmill/jobmill/graph/model"
 )
@@ -36,6 +39,11 @@ import (
 // Config configures the GraphQL endpoint. Zero fields take the defaults.
 type Config struct {
 	App app.Application
+	// Stats, Timeline and Webhooks are the read models of the event log behind Job.stats and
+	// Query.stats, Job.timeline, and the webhooks; a field left nil answers UNAVAILABLE.
+	Stats    *stats.Projection
+	Timeline *timeline.Projection
+	Webhooks *notify.Service
 	// AuthRequired makes every request present an API token (Authorization: Bearer <token>, or the
 	// connection_init payload on websockets); the token's tenant scopes everything the request sees and
 	// does. Without it, requests read every tenant's jobs and start jobs in command.DefaultTenant.
@@ -139,7 +147,8 @@ func NewHandler(cfg Config) (http.Handler, error) {
 		maxBody:      cfg.MaxBodyBytes,
 		logger:       cfg.Logger,
 	}
-	res := &Resolver{app: cfg.App, authRequired: cfg.AuthRequired, logger: cfg.Logger}
+	res := &Resolver{app: cfg.App, stats: cfg.Stats, timeline: cfg.Timeline, webhooks: cfg.Webhooks,
+		authRequired: cfg.AuthRequired, logger: cfg.Logger}
 	es := generated.NewExecutableSchema(generated.Config{Resolvers: res, Complexity: complexity()})
 	srv := handler.New(es)
 
@@ -192,8 +201,18 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	return h, nil
 }
 
-// complexity prices the list fields by the page they ask for. A first outside 1..MaxPageSize costs 1:
-// the resolver rejects it with a clear message before doing any work.
+// Costs of the fields that read the statistics: each reads several tables, and Query.stats every job
+// of the tenant that the filter selects.
+const (
+	jobStatsCost       = 20
+	aggregateStatsCost = 200
+	// errorCountFields is the most an ErrorCount's selection costs (error, count, __typename).
+	errorCountFields = 3
+)
+
+// complexity prices the list fields by the page they ask for, or by the longest list they can return.
+// A first outside 1..MaxPageSize costs 1: the resolver rejects it with a clear message before doing
+// any work.
 func complexity() generated.ComplexityRoot {
 	var c generated.ComplexityRoot
 	c.Query.Jobs = func(child int, _ *model.JobFilter, first *int, _ *string) int {
@@ -202,7 +221,39 @@ func complexity() generated.ComplexityRoot {
 	c.Query.Subjobs = func(child int, _ string, _ *model.SubjobState, first *int, _ *string) int {
 		return pageCost(child, first)
 	}
+	c.Job.Timeline = func(child int, first *int, _ *string) int {
+		return pageCost(child, first)
+	}
+	c.Job.Stats = func(child int) int {
+		return jobStatsCost + child
+	}
+	c.Query.Stats = func(child int, _ *model.StatsFilter, _ *int, topErrors *int) int {
+		// child prices stats.DefaultTopErrors error texts; each further one costs at most its fields.
+		extra := 0
+		if topErrors != nil && *topErrors > stats.DefaultTopErrors && *topErrors <= maxTopErrors {
+			extra = (*topErrors - stats.DefaultTopErrors) * errorCountFields
+		}
+		return aggregateStatsCost + child + extra
+	}
+	c.JobStats.Throughput = func(child int) int {
+		return listCost(child, stats.MaxBuckets)
+	}
+	c.JobStats.TopErrors = func(child int) int {
+		// Job.stats lists stats.DefaultTopErrors; Query.stats adds the price of the rest.
+		return listCost(child, stats.DefaultTopErrors)
+	}
+	c.Query.Webhooks = func(child int) int {
+		return listCost(child, notify.MaxWebhooksPerTenant)
+	}
+	c.Webhook.Deliveries = func(child int, _ *model.WebhookDeliveryState, first *int) int {
+		return pageCost(child, first)
+	}
 	return c
+}
+
+// listCost prices a list of at most n items.
+func listCost(child, n int) int {
+	return 1 + n*max(child, 1)
 }
 
 func pageCost(child int, first *int) int {

@@ -30,7 +30,10 @@ import (
 	"github.com/jobmill/jobmill/app/jobtype"
 	"github.com/jobmill/jobmill/app/live"
 	"github.com/jobmill/jobmill/app/manager"
+	"github.com/jobmill/jobmill/app/notify"
 	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/app/stats"
+	"github.com/jobmill/jobmill/app/timeline"
 	"github.com/jobmill/jobmill/graph"
 	"github.com/jobmill/jobmill/jobtypes/synthetic"
 )
@@ -58,7 +61,11 @@ type fixture struct {
 	app   app.Application
 	hub   *live.Hub
 	mgr   *manager.Manager
-	srv   *httptest.Server
+	// hooks and notifier are the webhooks' store and the projection that records their deliveries; no
+	// deliverer runs, so every delivery stays PENDING.
+	hooks    *jobstore.Webhooks
+	notifier *notify.Projection
+	srv      *httptest.Server
 	// endpoint is the URL of the GraphQL endpoint on srv.
 	endpoint string
 	logs     *syncBuffer
@@ -141,7 +148,23 @@ func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
 		f.tokens[tenant] = tok
 	}
 
-	cfg := graph.Config{App: a, AuthRequired: true, Logger: logger, RateLimit: 1000, RateBurst: 1000}
+	statsStore, err := jobstore.NewStatsStore(f.store)
+	must(err)
+	statsView, err := stats.New(statsStore)
+	must(err)
+	timelineStore, err := jobstore.NewTimelineStore(f.store)
+	must(err)
+	timelineView, err := timeline.New(timelineStore)
+	must(err)
+	f.hooks, err = jobstore.NewWebhooks(f.store)
+	must(err)
+	webhooks, err := notify.NewService(f.hooks, f.now)
+	must(err)
+	f.notifier, err = notify.NewProjection(f.hooks, f.store, f.now, logger)
+	must(err)
+
+	cfg := graph.Config{App: a, Stats: statsView, Timeline: timelineView, Webhooks: webhooks,
+		AuthRequired: true, Logger: logger, RateLimit: 1000, RateBurst: 1000}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -9,12 +9,18 @@ import (
 
 	"github.com/jobmill/jobmill/app"
 	"github.com/jobmill/jobmill/app/command"
+	"github.com/jobmill/jobmill/app/notify"
+	"github.com/jobmill/jobmill/app/stats"
+	"github.com/jobmill/jobmill/app/timeline"
 )
 
 // Resolver maps the GraphQL schema onto the core's use cases. Every read and write acts for the
 // principal that the transport put into the context (see withPrincipal): its tenant scopes everything.
 type Resolver struct {
 	app          app.Application
+	stats        *stats.Projection
+	timeline     *timeline.Projection
+	webhooks     *notify.Service
 	authRequired bool
 	logger       *slog.Logger
 }
@@ -62,6 +68,17 @@ func (r *Resolver) writeTenant(ctx context.Context) (string, error) {
 		return command.DefaultTenant, nil
 	}
 	return t, nil
+}
+
+// webhookTenant is the tenant whose webhooks a request manages: the token's, or command.DefaultTenant
+// (whose jobs notify) when authentication is off. Unlike jobs, webhooks are never read across tenants.
+func (r *Resolver) webhookTenant(ctx context.Context) (string, error) {
+	return r.writeTenant(ctx)
+}
+
+// unavailable answers for a read model that this process was configured without.
+func unavailable(what string) error {
+	return publicError(codeUnavailable, "%s is not available", what)
 }
 
 // fail turns an error that is not the client's into a generic GraphQL error and logs the real one, so

@@ -15,10 +15,77 @@ import (
 	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/app/jobtype"
 	"github.com/jobmill/jobmill/app/live"
+	"github.com/jobmill/jobmill/app/notify"
 	"github.com/jobmill/jobmill/app/query"
+	"github.com/jobmill/jobmill/app/stats"
+	"github.com/jobmill/jobmill/app/timeline"
 	"github.com/jobmill/jobmill/graph/generated"
 	"github.com/jobmill/jobmill/graph/model"
 )
+
+// Stats is the resolver for the stats field.
+func (r *jobResolver) Stats(ctx context.Context, obj *model.Job) (*model.JobStats, error) {
+	if r.stats == nil {
+		return nil, unavailable("the statistics view")
+	}
+	tenant, err := r.readTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "job.stats", err)
+	}
+	st, err := r.stats.JobStats(ctx, obj.ID, tenant)
+	if errors.Is(err, job.ErrNotFound) {
+		// The statistics view has not seen the job start yet.
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "job.stats", err)
+	}
+	return toJobStats(st), nil
+}
+
+// Timeline is the resolver for the timeline field.
+func (r *jobResolver) Timeline(ctx context.Context, obj *model.Job, first *int, after *string) (*model.TimelineConnection, error) {
+	n, err := pageSize(first)
+	if err != nil {
+		return nil, err
+	}
+	afterPos, err := timelineAfter(obj.ID, after)
+	if err != nil {
+		return nil, err
+	}
+	if r.timeline == nil {
+		return nil, unavailable("the status timeline")
+	}
+	tenant, err := r.readTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "job.timeline", err)
+	}
+	list := func(after int64, limit int) ([]timeline.Entry, error) {
+		return r.timeline.Timeline(ctx, obj.ID, tenant, after, limit)
+	}
+	entries, hasNext, err := onePage(n, afterPos, list, func(e timeline.Entry) int64 { return e.Pos })
+	if errors.Is(err, job.ErrNotFound) {
+		// The status view has not seen the job start yet: its timeline is still empty.
+		entries, hasNext, err = nil, false, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "job.timeline", err)
+	}
+	conn := &model.TimelineConnection{Edges: make([]*model.TimelineEdge, len(entries))}
+	for i, e := range entries {
+		node, err := toTimelineEntry(e)
+		if err != nil {
+			return nil, r.fail(ctx, "job.timeline", err)
+		}
+		conn.Edges[i] = &model.TimelineEdge{Cursor: timelineCursor(obj.ID, e.Pos), Node: node}
+	}
+	var firstCursor, lastCursor string
+	if len(entries) > 0 {
+		firstCursor, lastCursor = conn.Edges[0].Cursor, conn.Edges[len(entries)-1].Cursor
+	}
+	conn.PageInfo = pageInfo(firstCursor, lastCursor, hasNext)
+	return conn, nil
+}
 
 // StartJob is the resolver for the startJob field.
 func (r *mutationResolver) StartJob(ctx context.Context, input model.StartJobInput) (*model.StartJobPayload, error) {
@@ -132,6 +199,118 @@ func (r *mutationResolver) RetryFailedSubjobs(ctx context.Context, input model.R
 		return nil, r.fail(ctx, "retryFailedSubjobs", err)
 	}
 	return &model.RetryFailedSubjobsPayload{Job: j, Retried: n, UserErrors: []model.UserError{}}, nil
+}
+
+// CreateWebhook is the resolver for the createWebhook field.
+func (r *mutationResolver) CreateWebhook(ctx context.Context, input model.CreateWebhookInput) (*model.CreateWebhookPayload, error) {
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	if _, err := notify.ValidateURL(input.URL); err != nil {
+		return &model.CreateWebhookPayload{UserErrors: []model.UserError{
+			inputError(model.UserErrorCodeInvalidInput, invalidMessage(err), "url"),
+		}}, nil
+	}
+	types := make([]string, 0, len(input.EventTypes))
+	for _, et := range input.EventTypes {
+		t, ok := webhookTypes[et]
+		if !ok {
+			return &model.CreateWebhookPayload{UserErrors: []model.UserError{
+				inputError(model.UserErrorCodeInvalidInput, fmt.Sprintf("unknown event type %s", et), "eventTypes"),
+			}}, nil
+		}
+		types = append(types, string(t))
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "createWebhook", err)
+	}
+	existing, err := r.webhooks.ListWebhooks(ctx, tenant)
+	if err != nil {
+		return nil, r.fail(ctx, "createWebhook", err)
+	}
+	if len(existing) >= notify.MaxWebhooksPerTenant {
+		return &model.CreateWebhookPayload{UserErrors: []model.UserError{&model.InputError{
+			Code:    model.UserErrorCodeLimitReached,
+			Message: fmt.Sprintf("a tenant has at most %d webhooks; delete one first", notify.MaxWebhooksPerTenant),
+		}}}, nil
+	}
+	w, secret, err := r.webhooks.CreateWebhook(ctx, tenant, input.URL, types)
+	switch {
+	case errors.Is(err, notify.ErrInvalid):
+		return &model.CreateWebhookPayload{UserErrors: []model.UserError{
+			&model.InputError{Code: model.UserErrorCodeInvalidInput, Message: invalidMessage(err)},
+		}}, nil
+	case err != nil:
+		return nil, r.fail(ctx, "createWebhook", err)
+	}
+	hook, err := toWebhook(w)
+	if err != nil {
+		return nil, r.fail(ctx, "createWebhook", err)
+	}
+	return &model.CreateWebhookPayload{Webhook: hook, Secret: &secret, UserErrors: []model.UserError{}}, nil
+}
+
+// DeleteWebhook is the resolver for the deleteWebhook field.
+func (r *mutationResolver) DeleteWebhook(ctx context.Context, input model.DeleteWebhookInput) (*model.DeleteWebhookPayload, error) {
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	notFound := &model.DeleteWebhookPayload{UserErrors: []model.UserError{
+		inputError(model.UserErrorCodeNotFound, "webhook not found", "id"),
+	}}
+	if len(input.ID) > maxIDLength {
+		return notFound, nil
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "deleteWebhook", err)
+	}
+	err = r.webhooks.DeleteWebhook(ctx, tenant, input.ID)
+	switch {
+	case errors.Is(err, notify.ErrNotFound):
+		return notFound, nil
+	case err != nil:
+		return nil, r.fail(ctx, "deleteWebhook", err)
+	}
+	return &model.DeleteWebhookPayload{DeletedWebhookID: &input.ID, UserErrors: []model.UserError{}}, nil
+}
+
+// RedeliverWebhookDelivery is the resolver for the redeliverWebhookDelivery field.
+func (r *mutationResolver) RedeliverWebhookDelivery(ctx context.Context, input model.RedeliverWebhookDeliveryInput) (*model.RedeliverWebhookDeliveryPayload, error) {
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	notFound := &model.RedeliverWebhookDeliveryPayload{UserErrors: []model.UserError{
+		inputError(model.UserErrorCodeNotFound, "delivery not found", "deliveryId"),
+	}}
+	if len(input.DeliveryID) > maxIDLength {
+		return notFound, nil
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "redeliverWebhookDelivery", err)
+	}
+	d, err := r.webhooks.Redeliver(ctx, tenant, input.DeliveryID)
+	var userErrors []model.UserError
+	switch {
+	case errors.Is(err, notify.ErrNotFound):
+		return notFound, nil
+	case errors.Is(err, notify.ErrDeliveryPending):
+		if d, err = r.webhooks.Delivery(ctx, tenant, input.DeliveryID); errors.Is(err, notify.ErrNotFound) {
+			return notFound, nil
+		}
+		userErrors = append(userErrors, inputError(model.UserErrorCodeDeliveryPending,
+			"the delivery is still being attempted; it can be redelivered once it is DELIVERED or DEAD", "deliveryId"))
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "redeliverWebhookDelivery", err)
+	}
+	delivery, err := toWebhookDelivery(d)
+	if err != nil {
+		return nil, r.fail(ctx, "redeliverWebhookDelivery", err)
+	}
+	return &model.RedeliverWebhookDeliveryPayload{Delivery: delivery, UserErrors: append([]model.UserError{}, userErrors...)}, nil
 }
 
 // Job is the resolver for the job field.
@@ -252,6 +431,93 @@ func (r *queryResolver) JobTypes(ctx context.Context) ([]*model.JobType, error) 
 	return out, nil
 }
 
+// Stats is the resolver for the stats field.
+func (r *queryResolver) Stats(ctx context.Context, filter *model.StatsFilter, bucketSeconds *int, topErrors *int) (*model.JobStats, error) {
+	f := stats.Filter{TopErrors: stats.DefaultTopErrors}
+	if bucketSeconds != nil {
+		if *bucketSeconds < 1 || *bucketSeconds > maxBucketSeconds {
+			return nil, publicError(codeBadUserInput, "bucketSeconds must be between 1 and %d (got %d)", maxBucketSeconds, *bucketSeconds)
+		}
+		f.Bucket = time.Duration(*bucketSeconds) * time.Second
+	}
+	if topErrors != nil {
+		if *topErrors < 1 || *topErrors > maxTopErrors {
+			return nil, publicError(codeBadUserInput, "topErrors must be between 1 and %d (got %d)", maxTopErrors, *topErrors)
+		}
+		f.TopErrors = *topErrors
+	}
+	if filter != nil {
+		f.Type = deref(filter.Type)
+		if filter.CreatedAfter != nil {
+			f.CreatedAfter = *filter.CreatedAfter
+		}
+		if filter.CreatedBefore != nil {
+			f.CreatedBefore = *filter.CreatedBefore
+		}
+	}
+	if r.stats == nil {
+		return nil, unavailable("the statistics view")
+	}
+	tenant, err := r.readTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "stats", err)
+	}
+	f.Tenant = tenant
+	st, err := r.stats.Aggregate(ctx, f)
+	if err != nil {
+		return nil, r.fail(ctx, "stats", err)
+	}
+	return toJobStats(st), nil
+}
+
+// Webhooks is the resolver for the webhooks field.
+func (r *queryResolver) Webhooks(ctx context.Context) ([]*model.Webhook, error) {
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "webhooks", err)
+	}
+	hooks, err := r.webhooks.ListWebhooks(ctx, tenant)
+	if err != nil {
+		return nil, r.fail(ctx, "webhooks", err)
+	}
+	out := make([]*model.Webhook, len(hooks))
+	for i, w := range hooks {
+		if out[i], err = toWebhook(w); err != nil {
+			return nil, r.fail(ctx, "webhooks", err)
+		}
+	}
+	return out, nil
+}
+
+// Webhook is the resolver for the webhook field.
+func (r *queryResolver) Webhook(ctx context.Context, id string) (*model.Webhook, error) {
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	if len(id) > maxIDLength {
+		return nil, nil
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "webhook", err)
+	}
+	w, err := r.webhooks.Webhook(ctx, tenant, id)
+	if errors.Is(err, notify.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "webhook", err)
+	}
+	hook, err := toWebhook(w)
+	if err != nil {
+		return nil, r.fail(ctx, "webhook", err)
+	}
+	return hook, nil
+}
+
 // JobEvents is the resolver for the jobEvents field.
 func (r *subscriptionResolver) JobEvents(ctx context.Context, jobID string, afterSeq *int) (<-chan *model.JobEvent, error) {
 	if r.app.Live == nil {
@@ -319,6 +585,43 @@ func (r *subscriptionResolver) JobsChanged(ctx context.Context, filter *model.Jo
 	return out, nil
 }
 
+// Deliveries is the resolver for the deliveries field.
+func (r *webhookResolver) Deliveries(ctx context.Context, obj *model.Webhook, state *model.WebhookDeliveryState, first *int) ([]*model.WebhookDelivery, error) {
+	n, err := pageSize(first)
+	if err != nil {
+		return nil, err
+	}
+	if r.webhooks == nil {
+		return nil, unavailable("webhook management")
+	}
+	tenant, err := r.webhookTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "webhook.deliveries", err)
+	}
+	var st notify.DeliveryState
+	if state != nil {
+		st = notify.DeliveryState(*state)
+	}
+	ds, err := r.webhooks.Deliveries(ctx, tenant, obj.ID, st, n)
+	if errors.Is(err, notify.ErrNotFound) {
+		// Deleted since it was listed.
+		return []*model.WebhookDelivery{}, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "webhook.deliveries", err)
+	}
+	out := make([]*model.WebhookDelivery, len(ds))
+	for i, d := range ds {
+		if out[i], err = toWebhookDelivery(d); err != nil {
+			return nil, r.fail(ctx, "webhook.deliveries", err)
+		}
+	}
+	return out, nil
+}
+
+// Job returns generated.JobResolver implementation.
+func (r *Resolver) Job() generated.JobResolver { return &jobResolver{r} }
+
 // Mutation returns generated.MutationResolver implementation.
 func (r *Resolver) Mutation() generated.MutationResolver { return &mutationResolver{r} }
 
@@ -328,8 +631,13 @@ func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 // Subscription returns generated.SubscriptionResolver implementation.
 func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
 
+// Webhook returns generated.WebhookResolver implementation.
+func (r *Resolver) Webhook() generated.WebhookResolver { return &webhookResolver{r} }
+
 type (
+	jobResolver          struct{ *Resolver }
 	mutationResolver     struct{ *Resolver }
 	queryResolver        struct{ *Resolver }
 	subscriptionResolver struct{ *Resolver }
+	webhookResolver      struct{ *Resolver }
 )

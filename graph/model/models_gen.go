@@ -28,6 +28,47 @@ type CancelJobPayload struct {
 	UserErrors []UserError `json:"userErrors"`
 }
 
+type CreateWebhookInput struct {
+	// Absolute http:// or https:// URL, without user name, password or fragment; at most 2,048 characters.
+	URL string `json:"url"`
+	// The event types to deliver; omitted or empty: every type.
+	EventTypes []WebhookEventType `json:"eventTypes,omitempty"`
+}
+
+type CreateWebhookPayload struct {
+	Webhook *Webhook `json:"webhook,omitempty"`
+	// The key that signs the webhook's deliveries (whsec_…). It is returned here only, never again: store
+	// it now.
+	Secret     *string     `json:"secret,omitempty"`
+	UserErrors []UserError `json:"userErrors"`
+}
+
+type DeleteWebhookInput struct {
+	ID string `json:"id"`
+}
+
+type DeleteWebhookPayload struct {
+	DeletedWebhookID *string     `json:"deletedWebhookId,omitempty"`
+	UserErrors       []UserError `json:"userErrors"`
+}
+
+// A distribution of durations in seconds. The figures are null when nothing was measured (count 0).
+type DurationStats struct {
+	Count int `json:"count"`
+	// Exact.
+	MeanSeconds *float64 `json:"meanSeconds,omitempty"`
+	// Quantiles: exact for one duration, within 1 % for more.
+	P50Seconds *float64 `json:"p50Seconds,omitempty"`
+	P95Seconds *float64 `json:"p95Seconds,omitempty"`
+	P99Seconds *float64 `json:"p99Seconds,omitempty"`
+}
+
+// How many failed attempts reported one error text.
+type ErrorCount struct {
+	Error string `json:"error"`
+	Count int    `json:"count"`
+}
+
 type InputError struct {
 	Code    UserErrorCode `json:"code"`
 	Message string        `json:"message"`
@@ -121,6 +162,42 @@ type JobFilter struct {
 	CreatedBefore *time.Time `json:"createdBefore,omitempty"`
 }
 
+// Statistics of one job (Job.stats) or of a tenant's jobs (Query.stats). Counters of an ended job are the
+// engine's exact final counts; while a job runs they are what has been reported so far.
+type JobStats struct {
+	// Jobs counted (1 for Job.stats), and how many of them completed, failed or were cancelled.
+	Jobs          int `json:"jobs"`
+	JobsCompleted int `json:"jobsCompleted"`
+	JobsFailed    int `json:"jobsFailed"`
+	JobsCancelled int `json:"jobsCancelled"`
+	// From start to end, of the jobs that ended.
+	Run *DurationStats `json:"run"`
+	// Steps 1, 2 and 3, in order.
+	Steps []*StepStats `json:"steps"`
+	// Run time of the successful attempt of each sub-job that succeeded, as the worker measured it.
+	Subjobs *DurationStats `json:"subjobs"`
+	// Sub-jobs completed per interval, from the first interval with a completion to the last, empty ones included.
+	Throughput []*ThroughputBucket `json:"throughput"`
+	// Width of the throughput intervals in seconds; null when there is no throughput.
+	ThroughputBucketSeconds *int `json:"throughputBucketSeconds,omitempty"`
+	// Sub-jobs step 1 split the jobs into.
+	Total     int `json:"total"`
+	Succeeded int `json:"succeeded"`
+	// Sub-jobs that failed for good.
+	Failed int `json:"failed"`
+	// Attempts of steps 1 and 3 and of sub-jobs.
+	Attempts int `json:"attempts"`
+	// Attempts started after a failure or a time-out.
+	Retries  int `json:"retries"`
+	TimedOut int `json:"timedOut"`
+	// Reports absorbed because their attempt or sub-job had been reported before.
+	Duplicates int `json:"duplicates"`
+	// Reports that came after their step or job had ended, and were ignored.
+	Late int `json:"late"`
+	// Failures by error: the most frequent error texts of failed attempts, most frequent first.
+	TopErrors []*ErrorCount `json:"topErrors"`
+}
+
 type JobType struct {
 	Name                 string  `json:"name"`
 	MaxAttempts          int     `json:"maxAttempts"`
@@ -143,6 +220,16 @@ type PageInfo struct {
 }
 
 type Query struct {
+}
+
+type RedeliverWebhookDeliveryInput struct {
+	DeliveryID string `json:"deliveryId"`
+}
+
+type RedeliverWebhookDeliveryPayload struct {
+	// The delivery, PENDING again with no attempts made (or as it is, with DELIVERY_PENDING).
+	Delivery   *WebhookDelivery `json:"delivery,omitempty"`
+	UserErrors []UserError      `json:"userErrors"`
 }
 
 type RetryFailedSubjobsInput struct {
@@ -171,12 +258,27 @@ type StartJobPayload struct {
 	UserErrors []UserError `json:"userErrors"`
 }
 
+type StatsFilter struct {
+	Type *string `json:"type,omitempty"`
+	// Jobs created at or after this instant.
+	CreatedAfter *time.Time `json:"createdAfter,omitempty"`
+	// Jobs created before this instant.
+	CreatedBefore *time.Time `json:"createdBefore,omitempty"`
+}
+
 type Step struct {
 	// 1, 2 or 3.
 	Number     int        `json:"number"`
 	State      StepState  `json:"state"`
 	StartedAt  *time.Time `json:"startedAt,omitempty"`
 	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+type StepStats struct {
+	// 1, 2 or 3.
+	Number int `json:"number"`
+	// How long the step took, for the jobs that went through it.
+	Duration *DurationStats `json:"duration"`
 }
 
 type Subjob struct {
@@ -210,6 +312,81 @@ type SubjobEdge struct {
 }
 
 type Subscription struct {
+}
+
+// Sub-jobs completed in one interval of a throughput series.
+type ThroughputBucket struct {
+	Start     time.Time `json:"start"`
+	Completed int       `json:"completed"`
+}
+
+type TimelineConnection struct {
+	Edges    []*TimelineEdge `json:"edges"`
+	PageInfo *PageInfo       `json:"pageInfo"`
+}
+
+type TimelineEdge struct {
+	Cursor string         `json:"cursor"`
+	Node   *TimelineEntry `json:"node"`
+}
+
+type TimelineEntry struct {
+	// 1, 2, … in the order the status view applied the events; fixed once given.
+	Position int `json:"position"`
+	// The event's message id on the log.
+	EventID string            `json:"eventId"`
+	Kind    TimelineEventKind `json:"kind"`
+	// The number the engine gave this event among the job's own events (1, 2, …; not Job.seq, which also
+	// counts sub-job outcomes); null on workers' reports.
+	Seq *int `json:"seq,omitempty"`
+	// When the event happened.
+	At time.Time `json:"at"`
+	// 1, 2 or 3; null for events about the whole job.
+	Step *int `json:"step,omitempty"`
+	// The sub-job's index, for events about one sub-job.
+	SubjobIndex *int `json:"subjobIndex,omitempty"`
+	// The attempt of the step or sub-job the event reports on.
+	Attempt *int `json:"attempt,omitempty"`
+	// How long the sub-job's attempt ran on the worker (SUBJOB_COMPLETED and SUBJOB_FAILED).
+	DurationSeconds *float64 `json:"durationSeconds,omitempty"`
+	// The error or reason the event carries, at most 1 KiB.
+	Detail *string `json:"detail,omitempty"`
+}
+
+// A URL that receives the tenant's notifications, signed with the secret createWebhook returned.
+type Webhook struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+	// The event types it receives; empty: every type.
+	EventTypes []WebhookEventType `json:"eventTypes"`
+	CreatedAt  time.Time          `json:"createdAt"`
+}
+
+// One notification for one webhook, with its attempts.
+type WebhookDelivery struct {
+	// The receiver's Jobmill-Delivery header: the same on every retry and redelivery.
+	ID        string           `json:"id"`
+	WebhookID string           `json:"webhookId"`
+	EventType WebhookEventType `json:"eventType"`
+	JobID     string           `json:"jobId"`
+	// 1, 2 or 3 for STEP_STARTED and STEP_FINISHED.
+	Step *int `json:"step,omitempty"`
+	// When what it notifies of happened.
+	At time.Time `json:"at"`
+	// The delivery body's data object.
+	Data  JSON                 `json:"data"`
+	State WebhookDeliveryState `json:"state"`
+	// Attempts made since the delivery was recorded or last redelivered.
+	Attempts int `json:"attempts"`
+	// Why the last attempt failed (null after a success).
+	LastError *string `json:"lastError,omitempty"`
+	// The receiver's HTTP status for the last attempt; null when none came.
+	LastStatusCode *int `json:"lastStatusCode,omitempty"`
+	// When a PENDING delivery is attempted next.
+	NextAttemptAt *time.Time `json:"nextAttemptAt,omitempty"`
+	DeliveredAt   *time.Time `json:"deliveredAt,omitempty"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
 }
 
 // What a jobEvents message reports.
@@ -462,6 +639,86 @@ func (e SubjobState) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// What a timeline entry records: the event of the engine's log it comes from.
+type TimelineEventKind string
+
+const (
+	TimelineEventKindJobStarted     TimelineEventKind = "JOB_STARTED"
+	TimelineEventKindStep1Completed TimelineEventKind = "STEP1_COMPLETED"
+	TimelineEventKindStep2Started   TimelineEventKind = "STEP2_STARTED"
+	// A worker reported a sub-job's attempt successful.
+	TimelineEventKindSubjobCompleted TimelineEventKind = "SUBJOB_COMPLETED"
+	// A worker reported a sub-job's attempt failed.
+	TimelineEventKindSubjobFailed   TimelineEventKind = "SUBJOB_FAILED"
+	TimelineEventKindStep2Completed TimelineEventKind = "STEP2_COMPLETED"
+	TimelineEventKindStep3Completed TimelineEventKind = "STEP3_COMPLETED"
+	// An attempt of step 1 or 3 failed.
+	TimelineEventKindStepFailed TimelineEventKind = "STEP_FAILED"
+	// The engine gave up waiting for an attempt.
+	TimelineEventKindAttemptTimedOut TimelineEventKind = "ATTEMPT_TIMED_OUT"
+	TimelineEventKindJobCompleted    TimelineEventKind = "JOB_COMPLETED"
+	TimelineEventKindJobFailed       TimelineEventKind = "JOB_FAILED"
+	TimelineEventKindJobCancelled    TimelineEventKind = "JOB_CANCELLED"
+)
+
+var AllTimelineEventKind = []TimelineEventKind{
+	TimelineEventKindJobStarted,
+	TimelineEventKindStep1Completed,
+	TimelineEventKindStep2Started,
+	TimelineEventKindSubjobCompleted,
+	TimelineEventKindSubjobFailed,
+	TimelineEventKindStep2Completed,
+	TimelineEventKindStep3Completed,
+	TimelineEventKindStepFailed,
+	TimelineEventKindAttemptTimedOut,
+	TimelineEventKindJobCompleted,
+	TimelineEventKindJobFailed,
+	TimelineEventKindJobCancelled,
+}
+
+func (e TimelineEventKind) IsValid() bool {
+	switch e {
+	case TimelineEventKindJobStarted, TimelineEventKindStep1Completed, TimelineEventKindStep2Started, TimelineEventKindSubjobCompleted, TimelineEventKindSubjobFailed, TimelineEventKindStep2Completed, TimelineEventKindStep3Completed, TimelineEventKindStepFailed, TimelineEventKindAttemptTimedOut, TimelineEventKindJobCompleted, TimelineEventKindJobFailed, TimelineEventKindJobCancelled:
+		return true
+	}
+	return false
+}
+
+func (e TimelineEventKind) String() string {
+	return string(e)
+}
+
+func (e *TimelineEventKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = TimelineEventKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid TimelineEventKind", str)
+	}
+	return nil
+}
+
+func (e TimelineEventKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *TimelineEventKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e TimelineEventKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
 type UserErrorCode string
 
 const (
@@ -470,6 +727,10 @@ const (
 	UserErrorCodeUnknownJobType  UserErrorCode = "UNKNOWN_JOB_TYPE"
 	UserErrorCodeAlreadyFinished UserErrorCode = "ALREADY_FINISHED"
 	UserErrorCodeNotRetryable    UserErrorCode = "NOT_RETRYABLE"
+	// The tenant has as many webhooks as it may have: delete one first.
+	UserErrorCodeLimitReached UserErrorCode = "LIMIT_REACHED"
+	// The delivery is still being attempted: it can be redelivered once it is DELIVERED or DEAD.
+	UserErrorCodeDeliveryPending UserErrorCode = "DELIVERY_PENDING"
 )
 
 var AllUserErrorCode = []UserErrorCode{
@@ -478,11 +739,13 @@ var AllUserErrorCode = []UserErrorCode{
 	UserErrorCodeUnknownJobType,
 	UserErrorCodeAlreadyFinished,
 	UserErrorCodeNotRetryable,
+	UserErrorCodeLimitReached,
+	UserErrorCodeDeliveryPending,
 }
 
 func (e UserErrorCode) IsValid() bool {
 	switch e {
-	case UserErrorCodeNotFound, UserErrorCodeInvalidInput, UserErrorCodeUnknownJobType, UserErrorCodeAlreadyFinished, UserErrorCodeNotRetryable:
+	case UserErrorCodeNotFound, UserErrorCodeInvalidInput, UserErrorCodeUnknownJobType, UserErrorCodeAlreadyFinished, UserErrorCodeNotRetryable, UserErrorCodeLimitReached, UserErrorCodeDeliveryPending:
 		return true
 	}
 	return false
@@ -518,6 +781,137 @@ func (e *UserErrorCode) UnmarshalJSON(b []byte) error {
 }
 
 func (e UserErrorCode) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type WebhookDeliveryState string
+
+const (
+	// Not delivered yet: attempted at nextAttemptAt.
+	WebhookDeliveryStatePending WebhookDeliveryState = "PENDING"
+	// The receiver answered 2xx.
+	WebhookDeliveryStateDelivered WebhookDeliveryState = "DELIVERED"
+	// Every attempt failed; redeliverWebhookDelivery tries again.
+	WebhookDeliveryStateDead WebhookDeliveryState = "DEAD"
+)
+
+var AllWebhookDeliveryState = []WebhookDeliveryState{
+	WebhookDeliveryStatePending,
+	WebhookDeliveryStateDelivered,
+	WebhookDeliveryStateDead,
+}
+
+func (e WebhookDeliveryState) IsValid() bool {
+	switch e {
+	case WebhookDeliveryStatePending, WebhookDeliveryStateDelivered, WebhookDeliveryStateDead:
+		return true
+	}
+	return false
+}
+
+func (e WebhookDeliveryState) String() string {
+	return string(e)
+}
+
+func (e *WebhookDeliveryState) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = WebhookDeliveryState(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid WebhookDeliveryState", str)
+	}
+	return nil
+}
+
+func (e WebhookDeliveryState) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *WebhookDeliveryState) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e WebhookDeliveryState) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+// What a webhook is notified of. The deliveries name them in lower case with a dot: job.started,
+// step.started, step.finished, job.completed, job.failed, job.cancelled.
+type WebhookEventType string
+
+const (
+	// job.started
+	WebhookEventTypeJobStarted WebhookEventType = "JOB_STARTED"
+	// step.started: a step (1, 2 or 3) started.
+	WebhookEventTypeStepStarted WebhookEventType = "STEP_STARTED"
+	// step.finished: a step (1, 2 or 3) finished.
+	WebhookEventTypeStepFinished WebhookEventType = "STEP_FINISHED"
+	// job.completed
+	WebhookEventTypeJobCompleted WebhookEventType = "JOB_COMPLETED"
+	// job.failed
+	WebhookEventTypeJobFailed WebhookEventType = "JOB_FAILED"
+	// job.cancelled
+	WebhookEventTypeJobCancelled WebhookEventType = "JOB_CANCELLED"
+)
+
+var AllWebhookEventType = []WebhookEventType{
+	WebhookEventTypeJobStarted,
+	WebhookEventTypeStepStarted,
+	WebhookEventTypeStepFinished,
+	WebhookEventTypeJobCompleted,
+	WebhookEventTypeJobFailed,
+	WebhookEventTypeJobCancelled,
+}
+
+func (e WebhookEventType) IsValid() bool {
+	switch e {
+	case WebhookEventTypeJobStarted, WebhookEventTypeStepStarted, WebhookEventTypeStepFinished, WebhookEventTypeJobCompleted, WebhookEventTypeJobFailed, WebhookEventTypeJobCancelled:
+		return true
+	}
+	return false
+}
+
+func (e WebhookEventType) String() string {
+	return string(e)
+}
+
+func (e *WebhookEventType) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = WebhookEventType(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid WebhookEventType", str)
+	}
+	return nil
+}
+
+func (e WebhookEventType) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *WebhookEventType) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e WebhookEventType) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
