@@ -97,8 +97,26 @@ func (s *Service) buildMetrics() error {
 	}
 	s.Recorder.AddSink(pm)
 	pm.InstrumentRouter(s.router)
+	if err := pm.RegisterTypeStats(s.typeStats, 0); err != nil {
+		return err
+	}
 	s.metrics = pm
 	return nil
+}
+
+// typeStats reads the statistics projection for every registered job type, across tenants.
+func (s *Service) typeStats(ctx context.Context) ([]prommetrics.TypeStats, error) {
+	var out []prommetrics.TypeStats
+	for _, d := range s.App.Queries.JobTypes.Handle() {
+		st, err := s.Read.Stats.Aggregate(ctx, stats.Filter{Type: d.Name})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, prommetrics.TypeStats{Type: d.Name, Succeeded: st.Succeeded, Failed: st.Failed,
+			Retries: st.Retries, TimedOut: st.TimedOut, Duplicates: st.Duplicates,
+			Durations: st.SubJobs.Count, P50: st.SubJobs.P50, P95: st.SubJobs.P95, P99: st.SubJobs.P99})
+	}
+	return out, nil
 }
 
 // ErrNotReplayable: the event log keeps no history to rebuild from.

@@ -170,6 +170,8 @@ func TestProjectionsLiveMetricsAndRebuild(t *testing.T) {
 		"jobmill_consumer_lag_messages|consumer=manager|topic=jobmill.events":                   func(v float64) bool { return v == 0 },
 		"jobmill_consumer_lag_messages|consumer=workers|topic=jobmill.work.RunSubJob":           func(v float64) bool { return v == 0 },
 		"jobmill_router_handler_execution_time_seconds|handler_name=manager|success=true|count": func(v float64) bool { return v > 10000 },
+		"jobmill_stats_subjobs|outcome=succeeded|type=synthetic":                                func(v float64) bool { return v == 10000 },
+		"jobmill_stats_subjob_duration_seconds|quantile=0.99|type=synthetic":                    func(v float64) bool { return v >= 0 },
 	} {
 		if v, ok := m[key]; !ok || !want(v) {
 			t.Errorf("%s = %v (present %v): implausible after the run", key, v, ok)
