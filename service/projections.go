@@ -59,7 +59,7 @@ func (s *Service) buildProjections(now func() time.Time, only []string) error {
 	}
 	s.App.Projections = []projection.Projection{s.Read.Stats, s.Read.Timeline, notifier}
 	for _, p := range s.App.Projections {
-		if !knownGroup(p.Name()) {
+		if !slices.Contains(messaging.LogGroups, p.Name()) {
 			return fmt.Errorf("service: projection %q has no consumer group declared in messaging.LogGroups", p.Name())
 		}
 	}
@@ -166,13 +166,4 @@ func (s *Service) ConsumerLag(ctx context.Context, group string) (int64, error) 
 		}
 	}
 	return 0, nil
-}
-
-func knownGroup(name string) bool {
-	for _, g := range messaging.LogGroups {
-		if g == name {
-			return true
-		}
-	}
-	return false
 }
