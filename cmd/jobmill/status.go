@@ -44,10 +44,9 @@ func newStatusCommand() *cobra.Command {
 				if asJSON {
 					enc := json.NewEncoder(cmd.OutOrStdout())
 					enc.SetIndent("", "  ")
-					return enc.Encode(struct {
-						statusJSON
-						statusDetail
-					}{toStatusJSON(st), detail})
+					out := toStatusJSON(st)
+					out.Stats, out.Timeline = detail.views()
+					return enc.Encode(out)
 				}
 				printSummary(cmd.OutOrStdout(), st)
 				printDetail(cmd.OutOrStdout(), detail)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,81 +16,84 @@ import (
 // statusDetail is what the projections add to a job's status: statistics and the latest events of its
 // timeline. Either is nil while its consumer has not seen the job (the projector runs behind the manager).
 type statusDetail struct {
-	Stats    *stats.Stats     `json:"-"`
-	Timeline []timeline.Entry `json:"-"`
+	Stats    *stats.Stats
+	Timeline []timeline.Entry
 }
 
-// MarshalJSON prints the detail in the snake_case, seconds-based shape of the rest of `status --json`.
-func (d statusDetail) MarshalJSON() ([]byte, error) {
-	type durations struct {
-		Count int64   `json:"count"`
-		Mean  float64 `json:"mean_s"`
-		P50   float64 `json:"p50_s"`
-		P95   float64 `json:"p95_s"`
-		P99   float64 `json:"p99_s"`
+type durationsView struct {
+	Count int64   `json:"count"`
+	Mean  float64 `json:"mean_s"`
+	P50   float64 `json:"p50_s"`
+	P95   float64 `json:"p95_s"`
+	P99   float64 `json:"p99_s"`
+}
+
+type bucketView struct {
+	Start     time.Time `json:"start"`
+	Completed int64     `json:"completed"`
+}
+
+type errorCountView struct {
+	Error string `json:"error"`
+	Count int64  `json:"count"`
+}
+
+// statsView is the statistics in the snake_case, seconds-based shape of the rest of `status --json`.
+type statsView struct {
+	Steps           [3]durationsView `json:"steps"`
+	SubJobDurations durationsView    `json:"subjob_durations"`
+	Throughput      []bucketView     `json:"throughput"`
+	BucketSeconds   float64          `json:"bucket_s"`
+	Attempts        int64            `json:"attempts"`
+	Retries         int64            `json:"retries"`
+	TimedOut        int64            `json:"timed_out"`
+	Duplicates      int64            `json:"duplicates"`
+	Late            int64            `json:"late"`
+	TopErrors       []errorCountView `json:"top_errors"`
+}
+
+type entryView struct {
+	Pos      int64     `json:"pos"`
+	Kind     string    `json:"kind"`
+	Seq      int64     `json:"seq,omitempty"`
+	At       time.Time `json:"at"`
+	Step     int       `json:"step,omitempty"`
+	Index    *int64    `json:"subjob,omitempty"`
+	Attempt  int       `json:"attempt,omitempty"`
+	Duration float64   `json:"duration_s,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+}
+
+// views converts the detail for `status --json`.
+func (d statusDetail) views() (*statsView, []entryView) {
+	conv := func(d stats.Durations) durationsView {
+		return durationsView{d.Count, d.Mean.Seconds(), d.P50.Seconds(), d.P95.Seconds(), d.P99.Seconds()}
 	}
-	type bucket struct {
-		Start     time.Time `json:"start"`
-		Completed int64     `json:"completed"`
-	}
-	type errorCount struct {
-		Error string `json:"error"`
-		Count int64  `json:"count"`
-	}
-	type statsJSON struct {
-		Steps           [3]durations `json:"steps"`
-		SubJobDurations durations    `json:"subjob_durations"`
-		Throughput      []bucket     `json:"throughput"`
-		BucketSeconds   float64      `json:"bucket_s"`
-		Attempts        int64        `json:"attempts"`
-		Retries         int64        `json:"retries"`
-		TimedOut        int64        `json:"timed_out"`
-		Duplicates      int64        `json:"duplicates"`
-		Late            int64        `json:"late"`
-		TopErrors       []errorCount `json:"top_errors"`
-	}
-	type entryJSON struct {
-		Pos      int64     `json:"pos"`
-		Kind     string    `json:"kind"`
-		Seq      int64     `json:"seq,omitempty"`
-		At       time.Time `json:"at"`
-		Step     int       `json:"step,omitempty"`
-		Index    *int64    `json:"subjob,omitempty"`
-		Attempt  int       `json:"attempt,omitempty"`
-		Duration float64   `json:"duration_s,omitempty"`
-		Detail   string    `json:"detail,omitempty"`
-	}
-	conv := func(d stats.Durations) durations {
-		return durations{d.Count, d.Mean.Seconds(), d.P50.Seconds(), d.P95.Seconds(), d.P99.Seconds()}
-	}
-	var out struct {
-		Stats    *statsJSON  `json:"stats,omitempty"`
-		Timeline []entryJSON `json:"timeline,omitempty"`
-	}
+	var sv *statsView
 	if s := d.Stats; s != nil {
-		sj := &statsJSON{SubJobDurations: conv(s.SubJobs), BucketSeconds: s.BucketWidth.Seconds(), Attempts: s.Attempts,
+		sv = &statsView{SubJobDurations: conv(s.SubJobs), BucketSeconds: s.BucketWidth.Seconds(), Attempts: s.Attempts,
 			Retries: s.Retries, TimedOut: s.TimedOut, Duplicates: s.Duplicates, Late: s.Late,
-			Throughput: []bucket{}, TopErrors: []errorCount{}}
+			Throughput: []bucketView{}, TopErrors: []errorCountView{}}
 		for i, st := range s.Steps {
-			sj.Steps[i] = conv(st)
+			sv.Steps[i] = conv(st)
 		}
 		for _, b := range s.Throughput {
-			sj.Throughput = append(sj.Throughput, bucket{b.Start, b.Completed})
+			sv.Throughput = append(sv.Throughput, bucketView{b.Start, b.Completed})
 		}
 		for _, e := range s.TopErrors {
-			sj.TopErrors = append(sj.TopErrors, errorCount{e.Error, e.Count})
+			sv.TopErrors = append(sv.TopErrors, errorCountView{e.Error, e.Count})
 		}
-		out.Stats = sj
 	}
+	var entries []entryView
 	for _, e := range d.Timeline {
-		ej := entryJSON{Pos: e.Pos, Kind: e.Kind, Seq: e.Seq, At: e.At, Step: e.Step, Attempt: e.Attempt,
+		ev := entryView{Pos: e.Pos, Kind: e.Kind, Seq: e.Seq, At: e.At, Step: e.Step, Attempt: e.Attempt,
 			Duration: e.Duration.Seconds(), Detail: e.Detail}
 		if e.Index >= 0 {
-			ej.Index = &e.Index
+			ev.Index = &e.Index
 		}
-		out.Timeline = append(out.Timeline, ej)
+		entries = append(entries, ev)
 	}
-	return json.Marshal(out)
+	return sv, entries
 }
 
 func readStatusDetail(ctx context.Context, svc *service.Service, id string, lastEvents int) (statusDetail, error) {

@@ -207,6 +207,9 @@ type statusJSON struct {
 	CreatedAt  time.Time        `json:"created_at"`
 	EndedAt    *time.Time       `json:"ended_at,omitempty"`
 	Output     json.RawMessage  `json:"output,omitempty"`
+	// Stats and Timeline come from the projections (local status only; absent until they saw the job).
+	Stats    *statsView  `json:"stats,omitempty"`
+	Timeline []entryView `json:"timeline,omitempty"`
 }
 
 type stepJSON struct {

@@ -202,6 +202,14 @@ func TestProjectionsLiveMetricsAndRebuild(t *testing.T) {
 		t.Errorf("status view: %d sub-jobs SUCCEEDED and state %s, want %d and COMPLETED", succeeded, live.Summary.State, j.Succeeded)
 	}
 
+	// jobmill status shows the projections beside the job's own state.
+	if st := jobStatus(t, dir, env, dbPath, id); st.State != "COMPLETED" {
+		t.Errorf("status --json: state %s", st.State)
+	}
+	if res := runCLI(t, dir, env, "status", "--json", id); !strings.Contains(res.stdout, `"subjob_durations"`) ||
+		!strings.Contains(res.stdout, `"timeline"`) || !strings.Contains(res.stdout, `"kind": "JobCompleted"`) {
+		t.Errorf("status --json lacks the statistics or the timeline:\n%s", res.stdout)
+	}
 	for _, name := range []string{"stats", "status"} {
 		if res := runCLI(t, dir, env, "projections", "rebuild", "--name", name); res.code != 0 {
 			t.Fatalf("projections rebuild --name %s exited %d\n%s", name, res.code, res.stderr)
