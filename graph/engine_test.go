@@ -18,7 +18,8 @@ import (
 
 // newEngine runs the whole service (manager, workers, ticker, live feed from the event log) on an
 // SQLite file and serves its HTTP handler; the GraphQL endpoint is at /query.
-func newEngine(t *testing.T) *fixture {
+// A policy, when given, replaces the synthetic type's (one attempt per sub-job).
+func newEngine(t *testing.T, policy ...jobtype.Policy) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -30,7 +31,11 @@ func newEngine(t *testing.T) *fixture {
 
 	types := jobtype.NewRegistry()
 	// One attempt per sub-job: a job whose sub-jobs fail, fails at once.
-	types.MustRegister(synthetic.Definition(jobtype.Policy{MaxAttempts: 1}))
+	p := jobtype.Policy{MaxAttempts: 1}
+	if len(policy) > 0 {
+		p = policy[0]
+	}
+	types.MustRegister(synthetic.Definition(p))
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 

@@ -227,6 +227,16 @@ func complexity() generated.ComplexityRoot {
 	c.Job.Stats = func(child int) int {
 		return jobStatsCost + child
 	}
+	c.Job.SubjobActivity = func(child int, _ *model.SubjobState, first *int, _ *string) int {
+		return pageCost(child, first)
+	}
+	c.Job.ActivitySummary = func(child int) int {
+		// One read of the status view per job, like Job.stats of the statistics view.
+		return jobStatsCost + child
+	}
+	c.SubjobActivitySummary.SubjobsByState = func(child int) int {
+		return listCost(child, len(model.AllSubjobState))
+	}
 	c.Query.Stats = func(child int, _ *model.StatsFilter, _ *int, topErrors *int) int {
 		// child prices stats.DefaultTopErrors error texts; each further one costs at most its fields.
 		extra := 0

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/app/notify"
 	"github.com/jobmill/jobmill/app/stats"
 	"github.com/jobmill/jobmill/app/timeline"
@@ -115,6 +116,53 @@ func toTimelineEntry(e timeline.Entry) (*model.TimelineEntry, error) {
 	}
 	if kind == model.TimelineEventKindSubjobCompleted || kind == model.TimelineEventKindSubjobFailed {
 		out.DurationSeconds = seconds(e.Duration)
+	}
+	return out, nil
+}
+
+// toSubjobState is the schema's name of a sub-job state of the status view.
+func toSubjobState(s job.SubJobState) (model.SubjobState, error) {
+	out := model.SubjobState(s)
+	if !out.IsValid() {
+		return "", fmt.Errorf("sub-job state %q, which the schema does not name", s)
+	}
+	return out, nil
+}
+
+func toSubjobActivity(s timeline.SubJob) (*model.SubjobActivity, error) {
+	state, err := toSubjobState(s.State)
+	if err != nil {
+		return nil, fmt.Errorf("sub-job %d: %w", s.Index, err)
+	}
+	out := &model.SubjobActivity{
+		Index:          int(s.Index),
+		State:          state,
+		Attempts:       s.Attempts,
+		FailedAttempts: s.FailedAttempts,
+		TimedOut:       s.TimedOut,
+		LastError:      stringOrNil(s.LastError),
+		LastErrorAt:    timeOrNil(s.LastErrorAt.UTC()),
+		FinishedAt:     timeOrNil(s.FinishedAt.UTC()),
+	}
+	if s.State == job.SubJobSucceeded {
+		out.DurationSeconds = seconds(s.Duration)
+	}
+	return out, nil
+}
+
+// toSubjobActivitySummary lists the states with sub-jobs in the schema's order; a state the schema does
+// not name is an error rather than a count left out.
+func toSubjobActivitySummary(s timeline.Summary) (*model.SubjobActivitySummary, error) {
+	out := &model.SubjobActivitySummary{Events: int(s.Events), SubjobsByState: []*model.SubjobStateCount{}}
+	for _, state := range model.AllSubjobState {
+		if n := s.SubJobs[job.SubJobState(state)]; n > 0 {
+			out.SubjobsByState = append(out.SubjobsByState, &model.SubjobStateCount{State: state, Count: int(n)})
+		}
+	}
+	for state, n := range s.SubJobs {
+		if _, err := toSubjobState(state); err != nil && n > 0 {
+			return nil, fmt.Errorf("summary of job %s: %w", s.JobID, err)
+		}
 	}
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jobmill/jobmill/adapters/webhook"
+	"github.com/jobmill/jobmill/app/jobtype"
 )
 
 // catchUp bounds the wait for the projections, which follow the engine on their own consumer groups.
@@ -529,4 +530,173 @@ func TestEngineWebhookDeliveries(t *testing.T) {
 		t.Errorf("globex's webhooks = %+v", theirs.Webhooks)
 	}
 	oneUserError(t, f.redeliver(globex, done.ID).problems(), "InputError", "NOT_FOUND", "input", "deliveryId")
+}
+
+// activityPages reads a job's whole sub-job activity, first sub-jobs at a time, in the given state (all
+// states when empty).
+func (f *fixture) activityPages(tenant, id, state string, first int) (subs []activityView, pages int) {
+	f.t.Helper()
+	var after *string
+	var st *string
+	if state != "" {
+		st = &state
+	}
+	for {
+		var out struct {
+			Job *struct {
+				SubjobActivity activityConnection `json:"subjobActivity"`
+			}
+		}
+		f.data(tenant, `query($id: ID!, $state: SubjobState, $first: Int, $after: String) { job(id: $id) {
+			subjobActivity(state: $state, first: $first, after: $after) {
+				edges { cursor node { `+activityFields+` } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }`,
+			map[string]any{"id": id, "state": st, "first": first, "after": after}, &out)
+		if out.Job == nil {
+			f.t.Fatalf("job %s is null", id)
+		}
+		page := out.Job.SubjobActivity
+		pages++
+		if len(page.Edges) > first || page.PageInfo.HasPreviousPage {
+			f.t.Fatalf("page %d: %d edges, pageInfo %+v", pages, len(page.Edges), page.PageInfo)
+		}
+		if len(page.Edges) > 0 && (*page.PageInfo.StartCursor != page.Edges[0].Cursor || *page.PageInfo.EndCursor != page.Edges[len(page.Edges)-1].Cursor) {
+			f.t.Fatalf("page %d: pageInfo %+v does not match its edges", pages, page.PageInfo)
+		}
+		for _, e := range page.Edges {
+			subs = append(subs, e.Node)
+		}
+		if !page.PageInfo.HasNextPage {
+			return subs, pages
+		}
+		if len(page.Edges) != first {
+			f.t.Fatalf("page %d has %d edges and a next page", pages, len(page.Edges))
+		}
+		after = page.PageInfo.EndCursor
+	}
+}
+
+func TestEngineSubjobActivity(t *testing.T) {
+	// Three attempts per sub-job, retried at once, and no failure fails the job: it completes with some
+	// sub-jobs retried and some failed for good.
+	f := newEngine(t, jobtype.Policy{
+		MaxAttempts:             3,
+		Backoff:                 jobtype.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1},
+		ToleratedFailurePercent: 100,
+	})
+	const total = 60
+	id := f.startJob(acme, fmt.Sprintf(`{"subjobs": %d, "failure_rate": 0.5, "seed": 7}`, total))
+	j := f.waitEnded(acme, id)
+	if j.State != "COMPLETED" {
+		t.Fatalf("job %s ended %s", id, j.State)
+	}
+	c := j.Counts
+	if c.Total != total || c.Failed == 0 || c.Retries <= c.Failed || c.Succeeded+c.Failed != total || c.TimedOut != 0 {
+		t.Fatalf("counts = %+v, want failures, retries and %d sub-jobs ended", c, total)
+	}
+	// On the SQLite log the status view applies a job's events in log order: once the job's end is in
+	// its timeline, every earlier event is too.
+	var events int
+	eventually(t, "timeline of "+id+" shows its end", func() (bool, string) {
+		var out struct {
+			Job struct{ Timeline timelineConnection }
+		}
+		f.data(acme, `query($id: ID!) { job(id: $id) { timeline(first: 500) { edges { node { kind } } } } }`, map[string]any{"id": id}, &out)
+		edges := out.Job.Timeline.Edges
+		events = len(edges)
+		return len(edges) > 0 && strings.HasPrefix(edges[len(edges)-1].Node.Kind, "JOB_"), fmt.Sprintf("%d entries", len(edges))
+	})
+
+	subs, pages := f.activityPages(acme, id, "", 7)
+	if len(subs) != total || pages != (total+6)/7 {
+		t.Fatalf("%d sub-jobs in %d pages, want %d in %d", len(subs), pages, total, (total+6)/7)
+	}
+	byState := map[string]int{}
+	var attempts, failedAttempts int
+	for i, s := range subs {
+		if s.Index != i {
+			t.Fatalf("sub-job %d has index %d", i, s.Index)
+		}
+		byState[s.State]++
+		attempts += s.Attempts
+		failedAttempts += s.FailedAttempts
+		if s.TimedOut != 0 || s.FinishedAt == nil {
+			t.Errorf("sub-job %d = %+v", i, s)
+		}
+		if s.FinishedAt != nil {
+			if _, err := time.Parse(time.RFC3339Nano, *s.FinishedAt); err != nil {
+				t.Errorf("sub-job %d finishedAt %q: %v", i, *s.FinishedAt, err)
+			}
+		}
+		switch s.State {
+		case "SUCCEEDED":
+			if s.Attempts < 1 || s.Attempts > 3 || s.FailedAttempts != s.Attempts-1 || s.DurationSeconds == nil || *s.DurationSeconds < 0 {
+				t.Errorf("succeeded sub-job %d = %+v", i, s)
+			}
+			if s.FailedAttempts == 0 && (s.LastError != nil || s.LastErrorAt != nil) {
+				t.Errorf("sub-job %d succeeded at once, with an error: %+v", i, s)
+			}
+			if s.FailedAttempts > 0 && (s.LastError == nil || s.LastErrorAt == nil ||
+				!strings.Contains(*s.LastError, fmt.Sprintf("synthetic failure of sub-job %d, attempt %d", i, s.Attempts-1))) {
+				t.Errorf("retried sub-job %d does not keep its last error: %+v", i, s)
+			}
+		case "FAILED":
+			if s.Attempts != 3 || s.FailedAttempts != 3 || s.DurationSeconds != nil || s.LastErrorAt == nil || s.LastError == nil ||
+				!strings.Contains(*s.LastError, fmt.Sprintf("synthetic failure of sub-job %d, attempt 3", i)) {
+				t.Errorf("failed sub-job %d = %+v", i, s)
+			}
+		default:
+			t.Errorf("sub-job %d of a completed job is %s", i, s.State)
+		}
+	}
+	// The status view agrees with the engine's counters.
+	if byState["SUCCEEDED"] != c.Succeeded || byState["FAILED"] != c.Failed {
+		t.Errorf("sub-jobs by state %v, the job's counts %+v", byState, c)
+	}
+	if failedAttempts != c.Retries+c.Failed || attempts != total+c.Retries {
+		t.Errorf("%d attempts, %d failed, with counts %+v: want total+retries and retries+failed", attempts, failedAttempts, c)
+	}
+
+	var out struct {
+		Job *struct {
+			ActivitySummary *activitySummaryView `json:"activitySummary"`
+		}
+	}
+	f.data(acme, `query($id: ID!) { job(id: $id) { activitySummary { events subjobsByState { state count } } } }`, map[string]any{"id": id}, &out)
+	sum := out.Job.ActivitySummary
+	if sum == nil {
+		t.Fatal("activitySummary is null")
+	}
+	want := fmt.Sprintf("%d [{SUCCEEDED %d} {FAILED %d}]", events, c.Succeeded, c.Failed)
+	if got := fmt.Sprintf("%d %v", sum.Events, sum.SubjobsByState); got != want {
+		t.Errorf("activitySummary = %s, want %s", got, want)
+	}
+
+	// One page of 500 gives the same sub-jobs as pages of 7; a state selects its sub-jobs only.
+	whole, pages := f.activityPages(acme, id, "", 500)
+	if pages != 1 || !reflect.DeepEqual(whole, subs) {
+		t.Errorf("one page of 500 differs from pages of 7 (%d pages)", pages)
+	}
+	failed, _ := f.activityPages(acme, id, "FAILED", 2)
+	var wantFailed []activityView
+	for _, s := range subs {
+		if s.State == "FAILED" {
+			wantFailed = append(wantFailed, s)
+		}
+	}
+	if !reflect.DeepEqual(failed, wantFailed) {
+		t.Errorf("FAILED sub-jobs = %+v, want %+v", failed, wantFailed)
+	}
+	if none, _ := f.activityPages(acme, id, "RETRY_WAIT", 50); len(none) != 0 {
+		t.Errorf("RETRY_WAIT sub-jobs of a completed job: %+v", none)
+	}
+
+	// Another tenant does not see the job: it is null, and Query.subjobs does not find it.
+	_, resp := f.gql(globex, `query($id: ID!) { job(id: $id) { subjobActivity { edges { cursor } } activitySummary { events } } }`, map[string]any{"id": id})
+	if len(resp.Errors) > 0 || string(resp.Data) != `{"job":null}` {
+		t.Errorf("globex reading acme's sub-job activity: %s %+v", resp.Data, resp.Errors)
+	}
+	errs := f.gqlErrors(globex, `query($id: ID!) { subjobs(jobId: $id) { edges { cursor } } }`, map[string]any{"id": id})
+	if errs[0].Extensions["code"] != "NOT_FOUND" {
+		t.Errorf("globex listing acme's sub-jobs: %+v", errs)
+	}
 }

@@ -19,6 +19,7 @@ const (
 		total succeeded failed attempts retries timedOut duplicates late
 		topErrors { error count }`
 	timelineEntryFields = `position eventId kind seq at step subjobIndex attempt durationSeconds detail`
+	activityFields      = `index state attempts failedAttempts timedOut lastError lastErrorAt durationSeconds finishedAt`
 )
 
 type durationsView struct {
@@ -70,6 +71,34 @@ type timelineConnection struct {
 	PageInfo pageInfo `json:"pageInfo"`
 }
 
+type activityView struct {
+	Index           int      `json:"index"`
+	State           string   `json:"state"`
+	Attempts        int      `json:"attempts"`
+	FailedAttempts  int      `json:"failedAttempts"`
+	TimedOut        int      `json:"timedOut"`
+	LastError       *string  `json:"lastError"`
+	LastErrorAt     *string  `json:"lastErrorAt"`
+	DurationSeconds *float64 `json:"durationSeconds"`
+	FinishedAt      *string  `json:"finishedAt"`
+}
+
+type activityConnection struct {
+	Edges []struct {
+		Cursor string       `json:"cursor"`
+		Node   activityView `json:"node"`
+	} `json:"edges"`
+	PageInfo pageInfo `json:"pageInfo"`
+}
+
+type activitySummaryView struct {
+	Events         int `json:"events"`
+	SubjobsByState []struct {
+		State string `json:"state"`
+		Count int    `json:"count"`
+	} `json:"subjobsByState"`
+}
+
 func TestJobStatsAndTimelineBeforeTheViewsSawTheJob(t *testing.T) {
 	// The fixture runs no consumer of the event log: the statistics and status views know no job.
 	f := newFixture(t)
@@ -77,13 +106,17 @@ func TestJobStatsAndTimelineBeforeTheViewsSawTheJob(t *testing.T) {
 	f.runToStep2(id, 3)
 	var out struct {
 		Job *struct {
-			ID       string             `json:"id"`
-			Stats    *statsView         `json:"stats"`
-			Timeline timelineConnection `json:"timeline"`
+			ID       string               `json:"id"`
+			Stats    *statsView           `json:"stats"`
+			Timeline timelineConnection   `json:"timeline"`
+			Activity activityConnection   `json:"subjobActivity"`
+			Summary  *activitySummaryView `json:"activitySummary"`
 		}
 	}
 	f.data(acme, `query($id: ID!) { job(id: $id) { id stats { `+statsFields+` }
-		timeline { edges { cursor node { `+timelineEntryFields+` } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }`,
+		timeline { edges { cursor node { `+timelineEntryFields+` } } pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
+		subjobActivity { edges { cursor node { `+activityFields+` } } pageInfo { hasNextPage startCursor endCursor } }
+		activitySummary { events subjobsByState { state count } } } }`,
 		map[string]any{"id": id}, &out)
 	if out.Job == nil || out.Job.ID != id {
 		t.Fatalf("job = %+v", out.Job)
@@ -93,6 +126,12 @@ func TestJobStatsAndTimelineBeforeTheViewsSawTheJob(t *testing.T) {
 	}
 	if tl := out.Job.Timeline; len(tl.Edges) != 0 || tl.PageInfo.HasNextPage || tl.PageInfo.EndCursor != nil {
 		t.Errorf("timeline = %+v", tl)
+	}
+	if a := out.Job.Activity; len(a.Edges) != 0 || a.PageInfo.HasNextPage || a.PageInfo.EndCursor != nil {
+		t.Errorf("sub-job activity = %+v", a)
+	}
+	if out.Job.Summary != nil {
+		t.Errorf("activity summary of a job the status view has not seen = %+v", out.Job.Summary)
 	}
 
 	var agg struct{ Stats statsView }
@@ -126,6 +165,12 @@ func TestReadModelArgumentsAreChecked(t *testing.T) {
 		{"timeline first 501", `query($id: ID!) { job(id: $id) { timeline(first: 501) { edges { cursor } } } }`, map[string]any{"id": id}, "first"},
 		{"timeline cursor of another job", `query($id: ID!, $after: String) { job(id: $id) { timeline(after: $after) { edges { cursor } } } }`,
 			map[string]any{"id": id, "after": graph.TimelineCursor(other, 3)}, "invalid cursor"},
+		{"subjobActivity first 0", `query($id: ID!) { job(id: $id) { subjobActivity(first: 0) { edges { cursor } } } }`, map[string]any{"id": id}, "first"},
+		{"subjobActivity first 501", `query($id: ID!) { job(id: $id) { subjobActivity(first: 501) { edges { cursor } } } }`, map[string]any{"id": id}, "first"},
+		{"subjobActivity cursor of another job", `query($id: ID!, $after: String) { job(id: $id) { subjobActivity(after: $after) { edges { cursor } } } }`,
+			map[string]any{"id": other, "after": subjobCursor}, "invalid cursor"},
+		{"subjobActivity cursor of a timeline", `query($id: ID!, $after: String) { job(id: $id) { subjobActivity(after: $after) { edges { cursor } } } }`,
+			map[string]any{"id": id, "after": graph.TimelineCursor(id, 3)}, "invalid cursor"},
 		{"timeline cursor of sub-jobs", `query($id: ID!, $after: String) { job(id: $id) { timeline(after: $after) { edges { cursor } } } }`,
 			map[string]any{"id": id, "after": subjobCursor}, "invalid cursor"},
 	} {
@@ -153,6 +198,11 @@ func TestReadModelsArePriced(t *testing.T) {
 		{"timelines of 50 jobs", `{ jobs(first: 50) { edges { node { timeline(first: 100) { edges { node { position kind at } } } } } } }`, nil, true},
 		{"a page of 500 entries", `{ jobs(first: 1) { edges { node { timeline(first: 500) { edges { cursor node { ` + timelineEntryFields + ` } } } } } } }`, nil, false},
 		{"pages of 500 entries of two jobs", `{ jobs(first: 2) { edges { node { timeline(first: 500) { edges { cursor node { ` + timelineEntryFields + ` } } } } } } }`, nil, true},
+		{"a page of 500 sub-job activities", `{ jobs(first: 1) { edges { node { subjobActivity(first: 500) { edges { cursor node { ` + activityFields + ` } } } } } } }`, nil, false},
+		{"pages of 500 sub-job activities of two jobs", `{ jobs(first: 2) { edges { node { subjobActivity(first: 500) { edges { cursor node { ` + activityFields + ` } } } } } } }`, nil, true},
+		{"sub-job activity of 50 jobs", `{ jobs(first: 50) { edges { node { subjobActivity(first: 100) { edges { node { index state attempts } } } } } } }`, nil, true},
+		{"activity summaries of 100 jobs", `{ jobs(first: 100) { edges { node { id activitySummary { events subjobsByState { state count } } } } } }`, nil, false},
+		{"activity summaries of 500 jobs", `{ jobs(first: 500) { edges { node { id activitySummary { events subjobsByState { state count } } } } } }`, nil, true},
 		{"throughput", `{ stats { throughput { start completed } topErrors { error count } } }`, nil, false},
 		{"500 deliveries of one webhook", `query($id: ID!) { webhook(id: $id) { deliveries(first: 500) { ` + deliveryFields + ` } } }`, map[string]any{"id": hook.ID}, false},
 		{"50 deliveries of every webhook", `{ webhooks { deliveries(first: 50) { ` + deliveryFields + ` } } }`, nil, true},
@@ -178,6 +228,8 @@ func TestReadModelsNotConfigured(t *testing.T) {
 		`{ webhooks { id } }`,
 		`query($id: ID!) { job(id: $id) { stats { jobs } } }`,
 		`query($id: ID!) { job(id: $id) { timeline { edges { cursor } } } }`,
+		`query($id: ID!) { job(id: $id) { subjobActivity { edges { cursor } } } }`,
+		`query($id: ID!) { job(id: $id) { activitySummary { events } } }`,
 		`mutation { createWebhook(input: {url: "https://hooks.example.com/in"}) { secret } }`,
 		`mutation { redeliverWebhookDelivery(input: {deliveryId: "d"}) { delivery { id } } }`,
 	} {

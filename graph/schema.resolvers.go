@@ -87,6 +87,78 @@ func (r *jobResolver) Timeline(ctx context.Context, obj *model.Job, first *int, 
 	return conn, nil
 }
 
+// SubjobActivity is the resolver for the subjobActivity field.
+func (r *jobResolver) SubjobActivity(ctx context.Context, obj *model.Job, state *model.SubjobState, first *int, after *string) (*model.SubjobActivityConnection, error) {
+	n, err := pageSize(first)
+	if err != nil {
+		return nil, err
+	}
+	afterIndex, err := subjobAfter(obj.ID, after)
+	if err != nil {
+		return nil, err
+	}
+	if r.timeline == nil {
+		return nil, unavailable("the status timeline")
+	}
+	tenant, err := r.readTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "job.subjobActivity", err)
+	}
+	var st job.SubJobState
+	if state != nil {
+		st = job.SubJobState(*state)
+	}
+	list := func(after int64, limit int) ([]timeline.SubJob, error) {
+		return r.timeline.SubJobs(ctx, obj.ID, tenant, st, after, limit)
+	}
+	subs, hasNext, err := onePage(n, afterIndex, list, func(s timeline.SubJob) int64 { return s.Index })
+	if errors.Is(err, job.ErrNotFound) {
+		// The status view has not seen the job start yet: no sub-job has reported to it.
+		subs, hasNext, err = nil, false, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "job.subjobActivity", err)
+	}
+	conn := &model.SubjobActivityConnection{Edges: make([]*model.SubjobActivityEdge, len(subs))}
+	for i, s := range subs {
+		node, err := toSubjobActivity(s)
+		if err != nil {
+			return nil, r.fail(ctx, "job.subjobActivity", err)
+		}
+		conn.Edges[i] = &model.SubjobActivityEdge{Cursor: subjobCursor(obj.ID, s.Index), Node: node}
+	}
+	var firstCursor, lastCursor string
+	if len(subs) > 0 {
+		firstCursor, lastCursor = conn.Edges[0].Cursor, conn.Edges[len(subs)-1].Cursor
+	}
+	conn.PageInfo = pageInfo(firstCursor, lastCursor, hasNext)
+	return conn, nil
+}
+
+// ActivitySummary is the resolver for the activitySummary field.
+func (r *jobResolver) ActivitySummary(ctx context.Context, obj *model.Job) (*model.SubjobActivitySummary, error) {
+	if r.timeline == nil {
+		return nil, unavailable("the status timeline")
+	}
+	tenant, err := r.readTenant(ctx)
+	if err != nil {
+		return nil, r.fail(ctx, "job.activitySummary", err)
+	}
+	sum, err := r.timeline.Job(ctx, obj.ID, tenant)
+	if errors.Is(err, job.ErrNotFound) {
+		// The status view has not seen the job start yet.
+		return nil, nil
+	}
+	if err != nil {
+		return nil, r.fail(ctx, "job.activitySummary", err)
+	}
+	out, err := toSubjobActivitySummary(sum)
+	if err != nil {
+		return nil, r.fail(ctx, "job.activitySummary", err)
+	}
+	return out, nil
+}
+
 // StartJob is the resolver for the startJob field.
 func (r *mutationResolver) StartJob(ctx context.Context, input model.StartJobInput) (*model.StartJobPayload, error) {
 	var userErrors []model.UserError

@@ -76,22 +76,24 @@ type ComplexityRoot struct {
 	}
 
 	Job struct {
-		Counts    func(childComplexity int) int
-		CreatedAt func(childComplexity int) int
-		Deadline  func(childComplexity int) int
-		EndedAt   func(childComplexity int) int
-		Error     func(childComplexity int) int
-		ID        func(childComplexity int) int
-		Input     func(childComplexity int) int
-		Output    func(childComplexity int) int
-		Progress  func(childComplexity int) int
-		Seq       func(childComplexity int) int
-		State     func(childComplexity int) int
-		Stats     func(childComplexity int) int
-		Steps     func(childComplexity int) int
-		Timeline  func(childComplexity int, first *int, after *string) int
-		Type      func(childComplexity int) int
-		UpdatedAt func(childComplexity int) int
+		ActivitySummary func(childComplexity int) int
+		Counts          func(childComplexity int) int
+		CreatedAt       func(childComplexity int) int
+		Deadline        func(childComplexity int) int
+		EndedAt         func(childComplexity int) int
+		Error           func(childComplexity int) int
+		ID              func(childComplexity int) int
+		Input           func(childComplexity int) int
+		Output          func(childComplexity int) int
+		Progress        func(childComplexity int) int
+		Seq             func(childComplexity int) int
+		State           func(childComplexity int) int
+		Stats           func(childComplexity int) int
+		Steps           func(childComplexity int) int
+		SubjobActivity  func(childComplexity int, state *model.SubjobState, first *int, after *string) int
+		Timeline        func(childComplexity int, first *int, after *string) int
+		Type            func(childComplexity int) int
+		UpdatedAt       func(childComplexity int) int
 	}
 
 	JobConnection struct {
@@ -209,6 +211,33 @@ type ComplexityRoot struct {
 		State      func(childComplexity int) int
 	}
 
+	SubjobActivity struct {
+		Attempts        func(childComplexity int) int
+		DurationSeconds func(childComplexity int) int
+		FailedAttempts  func(childComplexity int) int
+		FinishedAt      func(childComplexity int) int
+		Index           func(childComplexity int) int
+		LastError       func(childComplexity int) int
+		LastErrorAt     func(childComplexity int) int
+		State           func(childComplexity int) int
+		TimedOut        func(childComplexity int) int
+	}
+
+	SubjobActivityConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	SubjobActivityEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	SubjobActivitySummary struct {
+		Events         func(childComplexity int) int
+		SubjobsByState func(childComplexity int) int
+	}
+
 	SubjobConnection struct {
 		Edges    func(childComplexity int) int
 		PageInfo func(childComplexity int) int
@@ -228,6 +257,11 @@ type ComplexityRoot struct {
 	SubjobEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	SubjobStateCount struct {
+		Count func(childComplexity int) int
+		State func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -297,6 +331,8 @@ type ComplexityRoot struct {
 type JobResolver interface {
 	Stats(ctx context.Context, obj *model.Job) (*model.JobStats, error)
 	Timeline(ctx context.Context, obj *model.Job, first *int, after *string) (*model.TimelineConnection, error)
+	SubjobActivity(ctx context.Context, obj *model.Job, state *model.SubjobState, first *int, after *string) (*model.SubjobActivityConnection, error)
+	ActivitySummary(ctx context.Context, obj *model.Job) (*model.SubjobActivitySummary, error)
 }
 type MutationResolver interface {
 	StartJob(ctx context.Context, input model.StartJobInput) (*model.StartJobPayload, error)
@@ -449,6 +485,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.InputError.Message(childComplexity), true
 
+	case "Job.activitySummary":
+		if e.ComplexityRoot.Job.ActivitySummary == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Job.ActivitySummary(childComplexity), true
 	case "Job.counts":
 		if e.ComplexityRoot.Job.Counts == nil {
 			break
@@ -527,6 +569,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Job.Steps(childComplexity), true
+	case "Job.subjobActivity":
+		if e.ComplexityRoot.Job.SubjobActivity == nil {
+			break
+		}
+
+		args, err := ec.field_Job_subjobActivity_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Job.SubjobActivity(childComplexity, args["state"].(*model.SubjobState), args["first"].(*int), args["after"].(*string)), true
 	case "Job.timeline":
 		if e.ComplexityRoot.Job.Timeline == nil {
 			break
@@ -1041,6 +1094,100 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Subjob.State(childComplexity), true
 
+	case "SubjobActivity.attempts":
+		if e.ComplexityRoot.SubjobActivity.Attempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.Attempts(childComplexity), true
+	case "SubjobActivity.durationSeconds":
+		if e.ComplexityRoot.SubjobActivity.DurationSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.DurationSeconds(childComplexity), true
+	case "SubjobActivity.failedAttempts":
+		if e.ComplexityRoot.SubjobActivity.FailedAttempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.FailedAttempts(childComplexity), true
+	case "SubjobActivity.finishedAt":
+		if e.ComplexityRoot.SubjobActivity.FinishedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.FinishedAt(childComplexity), true
+	case "SubjobActivity.index":
+		if e.ComplexityRoot.SubjobActivity.Index == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.Index(childComplexity), true
+	case "SubjobActivity.lastError":
+		if e.ComplexityRoot.SubjobActivity.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.LastError(childComplexity), true
+	case "SubjobActivity.lastErrorAt":
+		if e.ComplexityRoot.SubjobActivity.LastErrorAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.LastErrorAt(childComplexity), true
+	case "SubjobActivity.state":
+		if e.ComplexityRoot.SubjobActivity.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.State(childComplexity), true
+	case "SubjobActivity.timedOut":
+		if e.ComplexityRoot.SubjobActivity.TimedOut == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivity.TimedOut(childComplexity), true
+
+	case "SubjobActivityConnection.edges":
+		if e.ComplexityRoot.SubjobActivityConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivityConnection.Edges(childComplexity), true
+	case "SubjobActivityConnection.pageInfo":
+		if e.ComplexityRoot.SubjobActivityConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivityConnection.PageInfo(childComplexity), true
+
+	case "SubjobActivityEdge.cursor":
+		if e.ComplexityRoot.SubjobActivityEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivityEdge.Cursor(childComplexity), true
+	case "SubjobActivityEdge.node":
+		if e.ComplexityRoot.SubjobActivityEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivityEdge.Node(childComplexity), true
+
+	case "SubjobActivitySummary.events":
+		if e.ComplexityRoot.SubjobActivitySummary.Events == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivitySummary.Events(childComplexity), true
+	case "SubjobActivitySummary.subjobsByState":
+		if e.ComplexityRoot.SubjobActivitySummary.SubjobsByState == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobActivitySummary.SubjobsByState(childComplexity), true
+
 	case "SubjobConnection.edges":
 		if e.ComplexityRoot.SubjobConnection.Edges == nil {
 			break
@@ -1115,6 +1262,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.SubjobEdge.Node(childComplexity), true
+
+	case "SubjobStateCount.count":
+		if e.ComplexityRoot.SubjobStateCount.Count == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobStateCount.Count(childComplexity), true
+	case "SubjobStateCount.state":
+		if e.ComplexityRoot.SubjobStateCount.State == nil {
+			break
+		}
+
+		return e.ComplexityRoot.SubjobStateCount.State(childComplexity), true
 
 	case "Subscription.jobEvents":
 		if e.ComplexityRoot.Subscription.JobEvents == nil {
@@ -1579,6 +1739,18 @@ type Job {
   the job.
   """
   timeline(first: Int = 50, after: String): TimelineConnection!
+  """
+  What the status view knows of each sub-job, in index order. Only sub-jobs that reported at least once
+  (or whose attempt timed out) are listed: a sub-job that has not run yet has no node. state selects
+  one state (the status view knows RETRY_WAIT, SUCCEEDED and FAILED). first must be within 1..500;
+  after is an endCursor of this field for the same job. Empty until the status view has seen the job.
+  """
+  subjobActivity(state: SubjobState, first: Int = 50, after: String): SubjobActivityConnection!
+  """
+  The size of the job's timeline and its reported sub-jobs by state, from the status view: null until
+  that view has seen the job start.
+  """
+  activitySummary: SubjobActivitySummary
 }
 
 type JobEdge {
@@ -1757,6 +1929,53 @@ type TimelineEdge {
 type TimelineConnection {
   edges: [TimelineEdge!]!
   pageInfo: PageInfo!
+}
+
+"One sub-job as the status view saw its reports."
+type SubjobActivity {
+  index: Int!
+  """
+  SUCCEEDED once an attempt reported success; FAILED when an attempt failed and step 2 closed without a
+  success; RETRY_WAIT when an attempt failed and the sub-job's outcome is still open.
+  """
+  state: SubjobState!
+  "The highest attempt number reported or timed out."
+  attempts: Int!
+  "Attempts that failed or timed out, each counted once."
+  failedAttempts: Int!
+  "Attempts the engine timed out."
+  timedOut: Int!
+  "The error of the latest failed attempt (kept after a later success), at most 1 KiB."
+  lastError: String
+  "When the attempt of lastError ended."
+  lastErrorAt: Time
+  "How long the successful attempt ran on the worker; null unless SUCCEEDED."
+  durationSeconds: Float
+  "When the successful attempt ended, or the last failure of a FAILED sub-job."
+  finishedAt: Time
+}
+
+type SubjobActivityEdge {
+  cursor: String!
+  node: SubjobActivity!
+}
+
+type SubjobActivityConnection {
+  edges: [SubjobActivityEdge!]!
+  pageInfo: PageInfo!
+}
+
+type SubjobStateCount {
+  state: SubjobState!
+  count: Int!
+}
+
+"A job as the status view sees it."
+type SubjobActivitySummary {
+  "How many entries the job's timeline holds."
+  events: Int!
+  "The sub-jobs with at least one report, by state, in the order of SubjobState; states without any are left out."
+  subjobsByState: [SubjobStateCount!]!
 }
 
 """
@@ -2084,6 +2303,10 @@ func (ec *executionContext) childFields_Job(ctx context.Context, field graphql.C
 		return ec.fieldContext_Job_stats(ctx, field)
 	case "timeline":
 		return ec.fieldContext_Job_timeline(ctx, field)
+	case "subjobActivity":
+		return ec.fieldContext_Job_subjobActivity(ctx, field)
+	case "activitySummary":
+		return ec.fieldContext_Job_activitySummary(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Job", field.Name)
 }
@@ -2266,6 +2489,60 @@ func (ec *executionContext) childFields_Subjob(ctx context.Context, field graphq
 	return nil, fmt.Errorf("no field named %q was found under type Subjob", field.Name)
 }
 
+func (ec *executionContext) childFields_SubjobActivity(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "index":
+		return ec.fieldContext_SubjobActivity_index(ctx, field)
+	case "state":
+		return ec.fieldContext_SubjobActivity_state(ctx, field)
+	case "attempts":
+		return ec.fieldContext_SubjobActivity_attempts(ctx, field)
+	case "failedAttempts":
+		return ec.fieldContext_SubjobActivity_failedAttempts(ctx, field)
+	case "timedOut":
+		return ec.fieldContext_SubjobActivity_timedOut(ctx, field)
+	case "lastError":
+		return ec.fieldContext_SubjobActivity_lastError(ctx, field)
+	case "lastErrorAt":
+		return ec.fieldContext_SubjobActivity_lastErrorAt(ctx, field)
+	case "durationSeconds":
+		return ec.fieldContext_SubjobActivity_durationSeconds(ctx, field)
+	case "finishedAt":
+		return ec.fieldContext_SubjobActivity_finishedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SubjobActivity", field.Name)
+}
+
+func (ec *executionContext) childFields_SubjobActivityConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_SubjobActivityConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_SubjobActivityConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SubjobActivityConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_SubjobActivityEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_SubjobActivityEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_SubjobActivityEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SubjobActivityEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_SubjobActivitySummary(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "events":
+		return ec.fieldContext_SubjobActivitySummary_events(ctx, field)
+	case "subjobsByState":
+		return ec.fieldContext_SubjobActivitySummary_subjobsByState(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SubjobActivitySummary", field.Name)
+}
+
 func (ec *executionContext) childFields_SubjobConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "edges":
@@ -2306,6 +2583,16 @@ func (ec *executionContext) childFields_SubjobEdge(ctx context.Context, field gr
 		return ec.fieldContext_SubjobEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type SubjobEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_SubjobStateCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "state":
+		return ec.fieldContext_SubjobStateCount_state(ctx, field)
+	case "count":
+		return ec.fieldContext_SubjobStateCount_count(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type SubjobStateCount", field.Name)
 }
 
 func (ec *executionContext) childFields_ThroughputBucket(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2531,6 +2818,36 @@ func (ec *executionContext) childFields___Type(ctx context.Context, field graphq
 // endregion ************************** internal!.gotpl ***************************
 
 // region    ***************************** args.gotpl *****************************
+
+func (ec *executionContext) field_Job_subjobActivity_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "state",
+		func(ctx context.Context, v any) (*model.SubjobState, error) {
+			return ec.unmarshalOSubjobState2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobState(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["state"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg2
+	return args, nil
+}
 
 func (ec *executionContext) field_Job_timeline_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
@@ -3758,6 +4075,82 @@ func (ec *executionContext) fieldContext_Job_timeline(ctx context.Context, field
 	if fc.Args, err = ec.field_Job_timeline_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Job_subjobActivity(ctx context.Context, field graphql.CollectedField, obj *model.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Job_subjobActivity(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Job().SubjobActivity(ctx, obj, fc.Args["state"].(*model.SubjobState), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SubjobActivityConnection) graphql.Marshaler {
+			return ec.marshalNSubjobActivityConnection2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Job_subjobActivity(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Job",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SubjobActivityConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Job_subjobActivity_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Job_activitySummary(ctx context.Context, field graphql.CollectedField, obj *model.Job) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Job_activitySummary(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Job().ActivitySummary(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SubjobActivitySummary) graphql.Marshaler {
+			return ec.marshalOSubjobActivitySummary2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivitySummary(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Job_activitySummary(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Job",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SubjobActivitySummary(ctx, field)
+		},
 	}
 	return fc, nil
 }
@@ -5841,6 +6234,387 @@ func (ec *executionContext) fieldContext_Subjob_finishedAt(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Subjob", field, false, false, "Time")
 }
 
+func (ec *executionContext) _SubjobActivity_index(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_index(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Index, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_index(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SubjobActivity_state(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SubjobState) graphql.Marshaler {
+			return ec.marshalNSubjobState2githubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "SubjobState")
+}
+
+func (ec *executionContext) _SubjobActivity_attempts(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_attempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Attempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_attempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SubjobActivity_failedAttempts(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_failedAttempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FailedAttempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_failedAttempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SubjobActivity_timedOut(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_timedOut(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TimedOut, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_timedOut(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SubjobActivity_lastError(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "String")
+}
+
+func (ec *executionContext) _SubjobActivity_lastErrorAt(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_lastErrorAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastErrorAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_lastErrorAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SubjobActivity_durationSeconds(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_durationSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DurationSeconds, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *float64) graphql.Marshaler {
+			return ec.marshalOFloat2ᚖfloat64(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_durationSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Float")
+}
+
+func (ec *executionContext) _SubjobActivity_finishedAt(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivity_finishedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FinishedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivity_finishedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivity", field, false, false, "Time")
+}
+
+func (ec *executionContext) _SubjobActivityConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivityConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivityConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.SubjobActivityEdge) graphql.Marshaler {
+			return ec.marshalNSubjobActivityEdge2ᚕᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivityConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SubjobActivityConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SubjobActivityEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SubjobActivityConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivityConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivityConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivityConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SubjobActivityConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SubjobActivityEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivityEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivityEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivityEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivityEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _SubjobActivityEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivityEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivityEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.SubjobActivity) graphql.Marshaler {
+			return ec.marshalNSubjobActivity2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivityEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SubjobActivityEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SubjobActivity(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _SubjobActivitySummary_events(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivitySummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivitySummary_events(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Events, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivitySummary_events(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobActivitySummary", field, false, false, "Int")
+}
+
+func (ec *executionContext) _SubjobActivitySummary_subjobsByState(ctx context.Context, field graphql.CollectedField, obj *model.SubjobActivitySummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobActivitySummary_subjobsByState(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SubjobsByState, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.SubjobStateCount) graphql.Marshaler {
+			return ec.marshalNSubjobStateCount2ᚕᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobStateCountᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobActivitySummary_subjobsByState(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "SubjobActivitySummary",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SubjobStateCount(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _SubjobConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.SubjobConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6142,6 +6916,52 @@ func (ec *executionContext) fieldContext_SubjobEdge_node(_ context.Context, fiel
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _SubjobStateCount_state(ctx context.Context, field graphql.CollectedField, obj *model.SubjobStateCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobStateCount_state(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.State, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.SubjobState) graphql.Marshaler {
+			return ec.marshalNSubjobState2githubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobState(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobStateCount_state(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobStateCount", field, false, false, "SubjobState")
+}
+
+func (ec *executionContext) _SubjobStateCount_count(ctx context.Context, field graphql.CollectedField, obj *model.SubjobStateCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_SubjobStateCount_count(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Count, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_SubjobStateCount_count(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("SubjobStateCount", field, false, false, "Int")
 }
 
 func (ec *executionContext) _Subscription_jobEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
@@ -8968,6 +9788,18 @@ func (ec *executionContext) _Job(ctx context.Context, sel ast.SelectionSet, obj 
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Job_timeline(ctx, field, obj)
 				})
+		case "subjobActivity":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Job_subjobActivity(ctx, field, obj)
+				})
+		case "activitySummary":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Job_activitySummary(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -9804,6 +10636,193 @@ func (ec *executionContext) _Subjob(ctx context.Context, sel ast.SelectionSet, o
 	return out
 }
 
+var subjobActivityImplementors = []string{"SubjobActivity"}
+
+func (ec *executionContext) _SubjobActivity(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobActivity) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subjobActivityImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SubjobActivity")
+		case "index":
+			out.Values[i] = ec._SubjobActivity_index(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "state":
+			out.Values[i] = ec._SubjobActivity_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "attempts":
+			out.Values[i] = ec._SubjobActivity_attempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "failedAttempts":
+			out.Values[i] = ec._SubjobActivity_failedAttempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "timedOut":
+			out.Values[i] = ec._SubjobActivity_timedOut(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastError":
+			out.Values[i] = ec._SubjobActivity_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "lastErrorAt":
+			out.Values[i] = ec._SubjobActivity_lastErrorAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "durationSeconds":
+			out.Values[i] = ec._SubjobActivity_durationSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "finishedAt":
+			out.Values[i] = ec._SubjobActivity_finishedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var subjobActivityConnectionImplementors = []string{"SubjobActivityConnection"}
+
+func (ec *executionContext) _SubjobActivityConnection(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobActivityConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subjobActivityConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SubjobActivityConnection")
+		case "edges":
+			out.Values[i] = ec._SubjobActivityConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._SubjobActivityConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var subjobActivityEdgeImplementors = []string{"SubjobActivityEdge"}
+
+func (ec *executionContext) _SubjobActivityEdge(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobActivityEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subjobActivityEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SubjobActivityEdge")
+		case "cursor":
+			out.Values[i] = ec._SubjobActivityEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._SubjobActivityEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var subjobActivitySummaryImplementors = []string{"SubjobActivitySummary"}
+
+func (ec *executionContext) _SubjobActivitySummary(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobActivitySummary) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subjobActivitySummaryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SubjobActivitySummary")
+		case "events":
+			out.Values[i] = ec._SubjobActivitySummary_events(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "subjobsByState":
+			out.Values[i] = ec._SubjobActivitySummary_subjobsByState(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var subjobConnectionImplementors = []string{"SubjobConnection"}
 
 func (ec *executionContext) _SubjobConnection(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobConnection) graphql.Marshaler {
@@ -9928,6 +10947,44 @@ func (ec *executionContext) _SubjobEdge(ctx context.Context, sel ast.SelectionSe
 			}
 		case "node":
 			out.Values[i] = ec._SubjobEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var subjobStateCountImplementors = []string{"SubjobStateCount"}
+
+func (ec *executionContext) _SubjobStateCount(ctx context.Context, sel ast.SelectionSet, obj *model.SubjobStateCount) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subjobStateCountImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("SubjobStateCount")
+		case "state":
+			out.Values[i] = ec._SubjobStateCount_state(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "count":
+			out.Values[i] = ec._SubjobStateCount_count(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -11049,6 +12106,46 @@ func (ec *executionContext) marshalNSubjob2ᚖgithubᚗcomᚋjobmillᚋjobmill�
 	return ec._Subjob(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNSubjobActivity2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivity(ctx context.Context, sel ast.SelectionSet, v *model.SubjobActivity) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SubjobActivity!")
+		return graphql.Null
+	}
+	return ec._SubjobActivity(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSubjobActivityConnection2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityConnection(ctx context.Context, sel ast.SelectionSet, v *model.SubjobActivityConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SubjobActivityConnection!")
+		return graphql.Null
+	}
+	return ec._SubjobActivityConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNSubjobActivityEdge2ᚕᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.SubjobActivityEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSubjobActivityEdge2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNSubjobActivityEdge2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivityEdge(ctx context.Context, sel ast.SelectionSet, v *model.SubjobActivityEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SubjobActivityEdge!")
+		return graphql.Null
+	}
+	return ec._SubjobActivityEdge(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNSubjobConnection2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobConnection(ctx context.Context, sel ast.SelectionSet, v *model.SubjobConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "SubjobConnection!")
@@ -11097,6 +12194,30 @@ func (ec *executionContext) unmarshalNSubjobState2githubᚗcomᚋjobmillᚋjobmi
 
 func (ec *executionContext) marshalNSubjobState2githubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobState(ctx context.Context, sel ast.SelectionSet, v model.SubjobState) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) marshalNSubjobStateCount2ᚕᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobStateCountᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.SubjobStateCount) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNSubjobStateCount2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobStateCount(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNSubjobStateCount2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobStateCount(ctx context.Context, sel ast.SelectionSet, v *model.SubjobStateCount) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "SubjobStateCount!")
+		return graphql.Null
+	}
+	return ec._SubjobStateCount(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNThroughputBucket2ᚕᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐThroughputBucketᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.ThroughputBucket) graphql.Marshaler {
@@ -11677,6 +12798,13 @@ func (ec *executionContext) marshalOString2ᚖstring(ctx context.Context, sel as
 	_ = ctx
 	res := graphql.MarshalString(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOSubjobActivitySummary2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobActivitySummary(ctx context.Context, sel ast.SelectionSet, v *model.SubjobActivitySummary) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._SubjobActivitySummary(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOSubjobState2ᚖgithubᚗcomᚋjobmillᚋjobmillᚋgraphᚋmodelᚐSubjobState(ctx context.Context, v any) (*model.SubjobState, error) {

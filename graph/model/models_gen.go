@@ -290,6 +290,46 @@ type Subjob struct {
 	FinishedAt *time.Time  `json:"finishedAt,omitempty"`
 }
 
+// One sub-job as the status view saw its reports.
+type SubjobActivity struct {
+	Index int `json:"index"`
+	// SUCCEEDED once an attempt reported success; FAILED when an attempt failed and step 2 closed without a
+	// success; RETRY_WAIT when an attempt failed and the sub-job's outcome is still open.
+	State SubjobState `json:"state"`
+	// The highest attempt number reported or timed out.
+	Attempts int `json:"attempts"`
+	// Attempts that failed or timed out, each counted once.
+	FailedAttempts int `json:"failedAttempts"`
+	// Attempts the engine timed out.
+	TimedOut int `json:"timedOut"`
+	// The error of the latest failed attempt (kept after a later success), at most 1 KiB.
+	LastError *string `json:"lastError,omitempty"`
+	// When the attempt of lastError ended.
+	LastErrorAt *time.Time `json:"lastErrorAt,omitempty"`
+	// How long the successful attempt ran on the worker; null unless SUCCEEDED.
+	DurationSeconds *float64 `json:"durationSeconds,omitempty"`
+	// When the successful attempt ended, or the last failure of a FAILED sub-job.
+	FinishedAt *time.Time `json:"finishedAt,omitempty"`
+}
+
+type SubjobActivityConnection struct {
+	Edges    []*SubjobActivityEdge `json:"edges"`
+	PageInfo *PageInfo             `json:"pageInfo"`
+}
+
+type SubjobActivityEdge struct {
+	Cursor string          `json:"cursor"`
+	Node   *SubjobActivity `json:"node"`
+}
+
+// A job as the status view sees it.
+type SubjobActivitySummary struct {
+	// How many entries the job's timeline holds.
+	Events int `json:"events"`
+	// The sub-jobs with at least one report, by state, in the order of SubjobState; states without any are left out.
+	SubjobsByState []*SubjobStateCount `json:"subjobsByState"`
+}
+
 type SubjobConnection struct {
 	Edges    []*SubjobEdge `json:"edges"`
 	PageInfo *PageInfo     `json:"pageInfo"`
@@ -309,6 +349,11 @@ type SubjobCounts struct {
 type SubjobEdge struct {
 	Cursor string  `json:"cursor"`
 	Node   *Subjob `json:"node"`
+}
+
+type SubjobStateCount struct {
+	State SubjobState `json:"state"`
+	Count int         `json:"count"`
 }
 
 type Subscription struct {
