@@ -19,6 +19,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/jobmill/jobmill/adapters/sqlite"
 )
 
 // Dialect describes one server's SQL for a topic's table.
@@ -37,7 +39,7 @@ var (
 		Placeholder: func(n int) string { return fmt.Sprintf("$%d", n) }}
 	MySQL = Dialect{Table: func(t string) string { return "`watermill_" + t + "`" }, Offset: "`offset`",
 		Placeholder: func(int) string { return "?" }}
-	SQLite = Dialect{Table: func(t string) string { return `"watermill_` + t + `"` }, Offset: `"offset"`,
+	SQLite = Dialect{Table: sqlite.LogSchema{}.MessagesTable, Offset: `"offset"`,
 		Placeholder: func(int) string { return "?" }}
 )
 
