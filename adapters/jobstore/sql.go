@@ -81,11 +81,13 @@ const (
 const (
 	sqJobForUpdate = `SELECT ` + jobColumns + ` FROM jobs WHERE id = ? FOR UPDATE`
 	sqJobByKey     = `SELECT id FROM jobs WHERE tenant = ? AND idempotency_key = ?`
-	sqInsertJob    = `INSERT INTO jobs (id, tenant, type, input, state, policy, seq, error, created_at, updated_at,
+	// qSubJobBlock reads consecutive sub-jobs of a job into a batch (see sqlBatch).
+	qSubJobBlock = `SELECT ` + subJobColumns + ` FROM subjobs WHERE job_id = ? AND idx >= ? AND idx < ?`
+	sqInsertJob  = `INSERT INTO jobs (id, tenant, type, input, state, policy, seq, error, created_at, updated_at,
 		deadline, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)`
 )
 
-var sqlHotStatements = []string{qJob, sqJobForUpdate, qSubJob, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue,
+var sqlHotStatements = []string{qJob, sqJobForUpdate, qSubJob, qSubJobBlock, qSaveJob, qSaveSubJob, qPending, qSaveDispatched, qDue,
 	qTokenByHash}
 
 // NewSQL migrates the store's schema on db and returns the store. The schema (PostgreSQL) or database
@@ -216,28 +218,18 @@ func (s *SQL) addSubJobsQuery(rows int) string {
 // (or panics) the transaction is rolled back and the callbacks are dropped.
 func (s *SQL) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx) error) (err error) {
 	if outer, ok := sqltx.FromContext(ctx, s.db); ok {
-		// Inside a log subscriber's batch: commit with the consumed offsets, once per batch. Job rows
-		// are written once, just before the batch commits (write-behind, as in the SQLite store): the
-		// fan-in of a batch of completions then costs one job-row write, not one per completion.
-		cache := s.batchCache(ctx, outer)
-		var view *sqlTx
-		err := outer.InSavepoint(ctx, func() error {
-			view = &sqlTx{s: s, tx: outer.Tx, cache: cache}
-			if err := fn(ctx, view); err != nil {
-				return err
-			}
-			for _, f := range view.after {
-				outer.AfterCommit(f)
-			}
-			return nil
-		})
-		if err == nil {
-			for id, j := range view.staged {
-				cache.jobs[id] = j
-				cache.dirty[id] = true
-			}
+		// Inside a log subscriber's batch: reads come from the batch's memory where they can, writes and
+		// messages are staged and flushed once, just before the batch commits with the consumed offsets
+		// (see sqlBatch).
+		view := &sqlTx{s: s, tx: outer.Tx, batch: s.batch(ctx, outer), update: &batchUpdate{savepoint: outer.LazySavepoint()}}
+		if err := view.update.savepoint.End(ctx, fn(ctx, view)); err != nil {
+			return err
 		}
-		return err
+		view.batch.commit(view.update)
+		for _, f := range view.after {
+			outer.AfterCommit(f)
+		}
+		return nil
 	}
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -267,30 +259,9 @@ type sqlTx struct {
 	s     *SQL
 	tx    *sql.Tx
 	after []func()
-	// cache and staged implement write-behind of job rows in batch transactions (nil cache: write-through).
-	cache  *jobCache
-	staged map[string]*job.Job
-}
-
-// batchCache returns the job cache of a batch transaction, registering its flush on first use. It runs
-// outside Update's savepoint so that the flush is never dropped with a failed Update.
-func (s *SQL) batchCache(ctx context.Context, outer *sqltx.Tx) *jobCache {
-	if c, ok := outer.Value(jobCacheKey{}).(*jobCache); ok {
-		return c
-	}
-	c := &jobCache{jobs: map[string]*job.Job{}, dirty: map[string]bool{}}
-	outer.SetValue(jobCacheKey{}, c)
-	flushCtx := context.WithoutCancel(ctx)
-	outer.BeforeCommit(func() error {
-		view := &sqlTx{s: s, tx: outer.Tx}
-		for id := range c.dirty {
-			if err := view.writeJob(flushCtx, c.jobs[id]); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return c
+	// batch and update are set inside a log batch: writes are staged, not run (see sqlBatch).
+	batch  *sqlBatch
+	update *batchUpdate
 }
 
 var _ job.Tx = (*sqlTx)(nil)
@@ -303,14 +274,17 @@ func (t *sqlTx) AfterCommit(fn func()) { t.after = append(t.after, fn) }
 
 // Job loads the job and locks its row until the transaction ends.
 func (t *sqlTx) Job(ctx context.Context, id string) (*job.Job, error) {
-	if t.cache != nil {
-		if j, ok := t.staged[id]; ok {
+	if t.batch != nil {
+		if j, ok := t.update.jobs[id]; ok {
 			c := *j
 			return &c, nil
 		}
-		if j, ok := t.cache.jobs[id]; ok {
+		if j, ok := t.batch.jobs[id]; ok {
 			c := *j
 			return &c, nil
+		}
+		if err := t.update.savepoint.Begin(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return scanJob(t.stmt(ctx, sqJobForUpdate).QueryRowContext(ctx, id))
@@ -352,12 +326,12 @@ func (t *sqlTx) CreateJob(ctx context.Context, j *job.Job, idempotencyKey string
 }
 
 func (t *sqlTx) SaveJob(ctx context.Context, j *job.Job) error {
-	if t.cache != nil {
-		if t.staged == nil {
-			t.staged = map[string]*job.Job{}
+	if t.batch != nil {
+		if t.update.jobs == nil {
+			t.update.jobs = map[string]*job.Job{}
 		}
 		c := *j
-		t.staged[j.ID] = &c
+		t.update.jobs[j.ID] = &c
 		return nil
 	}
 	return t.writeJob(ctx, j)
@@ -372,10 +346,23 @@ func (t *sqlTx) writeJob(ctx context.Context, j *job.Job) error {
 }
 
 func (t *sqlTx) SubJob(ctx context.Context, jobID string, index int64) (*job.SubJob, error) {
+	if t.batch != nil {
+		if err := t.loadBlocks(ctx, jobID, index, index+1); err != nil {
+			return nil, err
+		}
+		if sj, ok := t.batchSubJob(subJobKey{jobID, index}); ok {
+			return sj, nil
+		}
+		return nil, job.ErrNotFound
+	}
 	return scanSubJob(t.stmt(ctx, qSubJob).QueryRowContext(ctx, jobID, index))
 }
 
 func (t *sqlTx) SaveSubJob(ctx context.Context, s *job.SubJob) error {
+	if t.batch != nil {
+		t.stageSubJob(s)
+		return nil
+	}
 	_, err := t.stmt(ctx, qSaveSubJob).ExecContext(ctx,
 		string(s.State), s.Attempt, s.Result, s.LastError, dueAt(s), micros(s.StartedAt), micros(s.FinishedAt), s.JobID, s.Index)
 	if err != nil {
@@ -385,6 +372,18 @@ func (t *sqlTx) SaveSubJob(ctx context.Context, s *job.SubJob) error {
 }
 
 func (t *sqlTx) PendingSubJobs(ctx context.Context, jobID string, r job.Range) ([]*job.SubJob, error) {
+	if t.batch != nil {
+		if err := t.loadBlocks(ctx, jobID, r.From, r.To); err != nil {
+			return nil, err
+		}
+		var out []*job.SubJob
+		for i := r.From; i < r.To; i++ {
+			if sj, ok := t.batchSubJob(subJobKey{jobID, i}); ok && sj.State == job.SubJobPending {
+				out = append(out, sj)
+			}
+		}
+		return out, nil
+	}
 	rows, err := t.stmt(ctx, qPending).QueryContext(ctx, jobID, r.From, r.To)
 	if err != nil {
 		return nil, err
@@ -395,6 +394,12 @@ func (t *sqlTx) PendingSubJobs(ctx context.Context, jobID string, r job.Range) (
 // SaveDispatched writes the first attempt of many sub-jobs, one range UPDATE per run of consecutive
 // indexes that share a start time and deadline (as a dispatch window does).
 func (t *sqlTx) SaveDispatched(ctx context.Context, subs []*job.SubJob) error {
+	if t.batch != nil {
+		for _, sj := range subs {
+			t.stageSubJob(sj)
+		}
+		return nil
+	}
 	for start := 0; start < len(subs); {
 		end := start + 1
 		for end < len(subs) && subs[end].Index == subs[end-1].Index+1 && sameDispatch(subs[end], subs[start]) {
@@ -412,6 +417,15 @@ func (t *sqlTx) SaveDispatched(ctx context.Context, subs []*job.SubJob) error {
 }
 
 func (t *sqlTx) DueSubJobs(ctx context.Context, jobID string, now time.Time, limit int) ([]*job.SubJob, error) {
+	if t.batch != nil {
+		// The query must see the batch's staged sub-jobs: write them first. Ticks are rare next to reports.
+		if err := t.update.savepoint.Begin(ctx); err != nil {
+			return nil, err
+		}
+		if err := t.s.writeSubJobs(ctx, t.tx, t.batch); err != nil {
+			return nil, err
+		}
+	}
 	rows, err := t.stmt(ctx, qDue).QueryContext(ctx, jobID, micros(now), limit)
 	if err != nil {
 		return nil, err
@@ -421,6 +435,12 @@ func (t *sqlTx) DueSubJobs(ctx context.Context, jobID string, now time.Time, lim
 
 // Publish writes events and commands through the outbox publishers, inside this transaction.
 func (t *sqlTx) Publish(ctx context.Context, fx job.Effects) error {
+	if t.batch != nil {
+		if err := t.update.out.addEvents(fx.Events); err != nil {
+			return err
+		}
+		return t.update.out.addCommands(fx.Commands)
+	}
 	if len(fx.Events) > 0 {
 		if t.s.outbox.Events == nil {
 			return errors.New("jobstore: no outbox publisher for events")

@@ -3,9 +3,10 @@
 // Live views use it to learn which jobs changed. watermill-sql has no such mode — a new consumer group
 // replays the whole table and stores an offsets row forever — hence this small poller.
 //
-// Delivery is best effort: on PostgreSQL an insert may commit after a later offset was read and is then
-// not seen. Consumers must treat messages as hints and have a fallback (the live hub re-reads watched
-// jobs periodically).
+// On PostgreSQL the tail follows watermill-sql's own order, (transaction id, offset) below the oldest
+// running transaction, through the table's primary key: offsets are not commit order there. Delivery is
+// still best effort (nothing is stored, a restart starts at the end): consumers must treat messages as
+// hints and have a fallback (the live hub re-reads watched jobs periodically).
 package logtail
 
 import (
@@ -29,19 +30,47 @@ type Dialect struct {
 	Table func(topic string) string
 	// Offset is the quoted offset column.
 	Offset string
-	// Placeholder returns the n-th (1-based) bind parameter.
-	Placeholder func(n int) string
+	// byTransaction: rows are read in (transaction_id, offset) order below the oldest running
+	// transaction, as watermill-sql's PostgreSQL schema stores and reads them.
+	byTransaction bool
 }
 
 // Dialects of the tables watermill-sql (PostgreSQL, MySQL) and jobmill's SQLite log create.
 var (
-	Postgres = Dialect{Table: func(t string) string { return `"watermill_` + t + `"` }, Offset: `"offset"`,
-		Placeholder: func(n int) string { return fmt.Sprintf("$%d", n) }}
-	MySQL = Dialect{Table: func(t string) string { return "`watermill_" + t + "`" }, Offset: "`offset`",
-		Placeholder: func(int) string { return "?" }}
-	SQLite = Dialect{Table: sqlite.LogSchema{}.MessagesTable, Offset: `"offset"`,
-		Placeholder: func(int) string { return "?" }}
+	Postgres = Dialect{Table: func(t string) string { return `"watermill_` + t + `"` }, Offset: `"offset"`, byTransaction: true}
+	MySQL    = Dialect{Table: func(t string) string { return "`watermill_" + t + "`" }, Offset: "`offset`"}
+	SQLite   = Dialect{Table: sqlite.LogSchema{}.MessagesTable, Offset: `"offset"`}
 )
+
+// position is the last message read: its offset, and on PostgreSQL its transaction id (as text, xid8).
+type position struct {
+	tx     string
+	offset int64
+}
+
+// queries returns the query for the newest position and the one for the page after a position.
+func (d Dialect) queries(table string, batch int) (end, next string) {
+	if d.byTransaction {
+		visible := `transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+		// The end is the newest row, visible or not: a message that commits after the tail started may
+		// be missed, which hints allow; one committed before it started is never delivered.
+		return `SELECT transaction_id::text AS tx, "offset" FROM ` + table +
+				` ORDER BY transaction_id DESC, "offset" DESC LIMIT 1`,
+			`SELECT "offset", uuid, payload, metadata, transaction_id::text AS tx FROM ` + table +
+				` WHERE (transaction_id, "offset") > ($1::xid8, $2) AND ` + visible +
+				` ORDER BY transaction_id, "offset" LIMIT ` + fmt.Sprint(batch)
+	}
+	return `SELECT '0', COALESCE(MAX(` + d.Offset + `), 0) FROM ` + table,
+		`SELECT ` + d.Offset + `, uuid, payload, metadata, '0' FROM ` + table + ` WHERE ` + d.Offset + ` > ? ORDER BY ` +
+			d.Offset + ` LIMIT ` + fmt.Sprint(batch)
+}
+
+func (d Dialect) args(p position) []any {
+	if d.byTransaction {
+		return []any{p.tx, p.offset}
+	}
+	return []any{p.offset}
+}
 
 // Config configures a Subscriber.
 type Config struct {
@@ -90,14 +119,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, errors.New("logtail: subscriber closed")
 	}
 	d := s.cfg.Dialect
-	table := d.Table(topic)
-	var last int64
-	err := s.cfg.DB.QueryRowContext(ctx, `SELECT COALESCE(MAX(`+d.Offset+`), 0) FROM `+table).Scan(&last)
-	if err != nil {
+	end, next := d.queries(d.Table(topic), s.cfg.Batch)
+	last := position{tx: "0"}
+	err := s.cfg.DB.QueryRowContext(ctx, end).Scan(&last.tx, &last.offset)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("logtail: find the end of %s: %w", topic, err)
 	}
-	next := `SELECT ` + d.Offset + `, uuid, payload, metadata FROM ` + table + ` WHERE ` + d.Offset + ` > ` +
-		d.Placeholder(1) + ` ORDER BY ` + d.Offset + ` LIMIT ` + fmt.Sprint(s.cfg.Batch)
 	out := make(chan *message.Message)
 	s.wg.Add(1)
 	go func() {
@@ -108,7 +135,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return out, nil
 }
 
-func (s *Subscriber) follow(ctx context.Context, topic, query string, last int64, out chan<- *message.Message) {
+func (s *Subscriber) follow(ctx context.Context, topic, query string, last position, out chan<- *message.Message) {
 	wait := time.NewTimer(0)
 	defer wait.Stop()
 	for {
@@ -134,14 +161,14 @@ func (s *Subscriber) follow(ctx context.Context, topic, query string, last int64
 }
 
 type row struct {
-	offset   int64
+	at       position
 	uuid     string
 	payload  []byte
 	metadata []byte
 }
 
-func (s *Subscriber) read(ctx context.Context, query string, last *int64, out chan<- *message.Message) (int, error) {
-	rows, err := s.cfg.DB.QueryContext(ctx, query, *last)
+func (s *Subscriber) read(ctx context.Context, query string, last *position, out chan<- *message.Message) (int, error) {
+	rows, err := s.cfg.DB.QueryContext(ctx, query, s.cfg.Dialect.args(*last)...)
 	if err != nil {
 		return 0, err
 	}
@@ -149,7 +176,7 @@ func (s *Subscriber) read(ctx context.Context, query string, last *int64, out ch
 	var page []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.offset, &r.uuid, &r.payload, &r.metadata); err != nil {
+		if err := rows.Scan(&r.at.offset, &r.uuid, &r.payload, &r.metadata, &r.at.tx); err != nil {
 			rows.Close()
 			return 0, err
 		}
@@ -162,7 +189,7 @@ func (s *Subscriber) read(ctx context.Context, query string, last *int64, out ch
 		return 0, err
 	}
 	for _, r := range page {
-		*last = r.offset
+		*last = r.at
 		msg := message.NewMessage(r.uuid, r.payload)
 		if len(r.metadata) > 0 {
 			// Metadata that is not JSON is left empty: the message is still a hint with its payload.

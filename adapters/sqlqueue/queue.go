@@ -68,6 +68,10 @@ const (
 	ackBatchMax   = 256
 	ackBatchDelay = 2 * time.Millisecond
 
+	// vacuumEvery acked rows, a subscriber vacuums the queue table (PostgreSQL; see vacuum).
+	vacuumEvery = 20000
+	vacuumLock  = 0x6a6d5f76616375
+
 	// initLock serialises CREATE TABLE IF NOT EXISTS across processes on PostgreSQL, where two
 	// concurrent ones can fail on the catalog's unique index.
 	initLock = 0x6a6d5f7175657565
@@ -310,6 +314,9 @@ type Subscriber struct {
 	acks           chan int64
 	flusherDone    chan struct{}
 	flusherRunning bool
+	// deleted counts acked rows deleted since the last vacuum (PostgreSQL only; flusher goroutine only).
+	deleted   int
+	vacuuming sync.WaitGroup
 }
 
 var (
@@ -430,6 +437,14 @@ func (s *Subscriber) flushAcks() {
 		if err := s.deleteAcked(batch); err != nil {
 			s.logger.Error("Could not delete acked queue messages; they will be redelivered", err,
 				watermill.LogFields{"count": len(batch)})
+		} else if s.dialect == DialectPostgres {
+			s.deleted += len(batch)
+			if s.deleted >= vacuumEvery {
+				s.deleted = 0
+				s.vacuuming.Wait() // at most one at a time; the last one is long done at this rate
+				s.vacuuming.Add(1)
+				go s.vacuum()
+			}
 		}
 		batch = batch[:0]
 	}
@@ -438,6 +453,7 @@ func (s *Subscriber) flushAcks() {
 		case off, ok := <-s.acks:
 			if !ok {
 				flush()
+				s.vacuuming.Wait()
 				return
 			}
 			batch = append(batch, off)
@@ -452,6 +468,32 @@ func (s *Subscriber) flushAcks() {
 			flush()
 		}
 	}
+}
+
+// vacuum reclaims the queue table's dead rows on PostgreSQL. Every message is inserted, leased (updated)
+// and deleted, so the claim index fills with dead entries that every claim walks: after a few hundred
+// thousand messages a claim takes milliseconds instead of tens of microseconds. Autovacuum gets to a busy
+// table about once a minute at best (and not at all where it is turned off), so the subscribers vacuum
+// the small table themselves every vacuumEvery acks; an advisory lock keeps processes from queueing up
+// behind each other's VACUUM.
+func (s *Subscriber) vacuum() {
+	defer s.vacuuming.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	var locked bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, vacuumLock).Scan(&locked); err != nil || !locked {
+		return
+	}
+	if _, err := conn.ExecContext(ctx, `VACUUM `+Table); err != nil {
+		s.logger.Info("Could not vacuum the queue table; claims slow down until autovacuum runs",
+			watermill.LogFields{"err": err.Error()})
+	}
+	_, _ = conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, vacuumLock)
 }
 
 func (s *Subscriber) deleteAcked(offsets []int64) error {

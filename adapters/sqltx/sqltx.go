@@ -100,29 +100,68 @@ func (t *Tx) Rollback() error {
 // InSavepoint runs fn under a savepoint: an error undoes fn's writes and the callbacks it registered,
 // and leaves the transaction usable.
 func (t *Tx) InSavepoint(ctx context.Context, fn func() error) error {
-	if _, err := t.Tx.ExecContext(ctx, "SAVEPOINT jobmill_sp"); err != nil {
-		return fmt.Errorf("savepoint: %w", err)
-	}
-	t.mu.Lock()
-	beforeMark, afterMark := len(t.before), len(t.after)
-	t.mu.Unlock()
-	undo := func() error {
-		t.mu.Lock()
-		t.before, t.after = t.before[:min(beforeMark, len(t.before))], t.after[:min(afterMark, len(t.after))]
-		t.mu.Unlock()
-		// Not ctx: the savepoint must be undone even when ctx caused the failure.
-		_, err := t.Tx.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT jobmill_sp")
+	sp := t.LazySavepoint()
+	if err := sp.Begin(ctx); err != nil {
 		return err
 	}
-	if err := fn(); err != nil {
+	return sp.End(ctx, fn())
+}
+
+// Savepoint is a savepoint taken only when work first needs one: work served from memory then costs no
+// round trip, and work that reads or writes the database can still fail without aborting the batch.
+type Savepoint struct {
+	tx                    *Tx
+	begun                 bool
+	beforeMark, afterMark int
+}
+
+// LazySavepoint returns a savepoint that is not taken yet; call Begin before the first statement that
+// must be undoable, and End once.
+func (t *Tx) LazySavepoint() *Savepoint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return &Savepoint{tx: t, beforeMark: len(t.before), afterMark: len(t.after)}
+}
+
+// Begin takes the savepoint if it is not taken yet.
+func (s *Savepoint) Begin(ctx context.Context) error {
+	if s.begun {
+		return nil
+	}
+	if _, err := s.tx.Tx.ExecContext(ctx, "SAVEPOINT jobmill_sp"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	s.begun = true
+	return nil
+}
+
+// End releases the savepoint when err is nil, and otherwise undoes the statements run since Begin and
+// the callbacks registered since LazySavepoint. It returns err, joined with any failure to undo.
+func (s *Savepoint) End(ctx context.Context, err error) error {
+	t := s.tx
+	undo := func() error {
+		t.mu.Lock()
+		t.before, t.after = t.before[:min(s.beforeMark, len(t.before))], t.after[:min(s.afterMark, len(t.after))]
+		t.mu.Unlock()
+		if !s.begun {
+			return nil
+		}
+		// Not ctx: the savepoint must be undone even when ctx caused the failure.
+		_, rbErr := t.Tx.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT jobmill_sp")
+		return rbErr
+	}
+	if err != nil {
 		if rbErr := undo(); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback to savepoint: %w", rbErr))
 		}
 		return err
 	}
-	if _, err := t.Tx.ExecContext(ctx, "RELEASE SAVEPOINT jobmill_sp"); err != nil {
+	if !s.begun {
+		return nil
+	}
+	if _, relErr := t.Tx.ExecContext(ctx, "RELEASE SAVEPOINT jobmill_sp"); relErr != nil {
 		_ = undo()
-		return fmt.Errorf("release savepoint: %w", err)
+		return fmt.Errorf("release savepoint: %w", relErr)
 	}
 	return nil
 }

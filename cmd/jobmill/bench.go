@@ -48,9 +48,10 @@ func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench [--subjobs N] [--jobs J] [--workers W] [--json]",
 		Short: "Measure the engine: no-op synthetic jobs from submit to JobCompleted, beside the transport's raw rate",
-		Long: `Run the engine in this process on a fresh database (unless --sqlite-path is given), measure the
-transport's raw publish+consume rate, then submit J synthetic jobs of N no-op sub-jobs in total and time
-them from the first submit to the last JobCompleted.`,
+		Long: `Run the engine in this process on a fresh database (a new SQLite file unless --sqlite-path is
+given, a new PostgreSQL schema or MySQL database, dropped afterwards), measure the transport's raw
+publish+consume rate, then submit J synthetic jobs of N no-op sub-jobs in total and time them from the
+first submit to the last JobCompleted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
@@ -67,6 +68,11 @@ them from the first submit to the last JobCompleted.`,
 				}
 				defer os.RemoveAll(dir)
 				cfg.SQLite.Path = filepath.Join(dir, "bench.db")
+			}
+			dropScratch, err := useScratchDatabases(cmd.Context(), &cfg)
+			defer dropScratch()
+			if err != nil {
+				return err
 			}
 			if !cmd.Flags().Changed("listen") {
 				cfg.Listen = "127.0.0.1:0"
