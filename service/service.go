@@ -346,5 +346,40 @@ func (s *Service) TransportName() string {
 
 // watermillLogger keeps Watermill's per-handler chatter out of info logs.
 func watermillLogger(l *slog.Logger) watermill.LoggerAdapter {
-	return watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	ctx := context.Background()
+	return gatedLogger{
+		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(l, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}),
+		debug:         l.Enabled(ctx, slog.LevelDebug),
+		trace:         l.Enabled(ctx, watermill.LevelTrace),
+	}
+}
+
+// gatedLogger drops Watermill's info (logged at debug), debug and trace calls before their fields are
+// converted: the router and subscribers log several per message, and converting fields that the level
+// then discards cost about 8% of a busy engine's CPU.
+type gatedLogger struct {
+	watermill.LoggerAdapter
+	debug, trace bool
+}
+
+func (g gatedLogger) Info(msg string, fields watermill.LogFields) {
+	if g.debug {
+		g.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+func (g gatedLogger) Debug(msg string, fields watermill.LogFields) {
+	if g.debug {
+		g.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (g gatedLogger) Trace(msg string, fields watermill.LogFields) {
+	if g.trace {
+		g.LoggerAdapter.Trace(msg, fields)
+	}
+}
+
+func (g gatedLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return gatedLogger{LoggerAdapter: g.LoggerAdapter.With(fields), debug: g.debug, trace: g.trace}
 }

@@ -223,6 +223,7 @@ func (s *SQL) Update(ctx context.Context, fn func(ctx context.Context, tx job.Tx
 		// (see sqlBatch).
 		view := &sqlTx{s: s, tx: outer.Tx, batch: s.batch(ctx, outer), update: &batchUpdate{savepoint: outer.LazySavepoint()}}
 		if err := view.update.savepoint.End(ctx, fn(ctx, view)); err != nil {
+			view.batch.forgetUnlocked()
 			return err
 		}
 		view.batch.commit(view.update)

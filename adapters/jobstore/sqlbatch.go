@@ -139,6 +139,22 @@ func (b *sqlBatch) commit(u *batchUpdate) {
 	b.out.merge(u.out)
 }
 
+// forgetUnlocked drops the sub-jobs read for jobs the batch may not hold locked: a failed Update's
+// savepoint rollback releases the job lock it took, and another transaction may then change those rows.
+// Jobs the batch saved were locked by Updates that succeeded, and stay locked until the commit.
+func (b *sqlBatch) forgetUnlocked() {
+	for blk := range b.loaded {
+		if _, locked := b.jobs[blk.jobID]; !locked {
+			delete(b.loaded, blk)
+		}
+	}
+	for k := range b.subs {
+		if _, locked := b.jobs[k.jobID]; !locked && !b.dirtySubs[k] {
+			delete(b.subs, k)
+		}
+	}
+}
+
 // flushBatch writes the batch's staged sub-jobs, jobs and messages, in that order.
 func (s *SQL) flushBatch(ctx context.Context, outer *sqltx.Tx, b *sqlBatch) error {
 	if err := s.writeSubJobs(ctx, outer.Tx, b); err != nil {
