@@ -63,7 +63,14 @@ func (s *SQLite) Prepared(tx *sql.Tx) *PreparedTx {
 // InTx implements ProjectionDB.
 func (s *SQL) InTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
 	if outer, ok := sqltx.FromContext(ctx, s.db); ok {
-		return outer.InSavepoint(ctx, func() error { return fn(ctx, outer.Tx) })
+		ev := &batchEvent{outer: outer}
+		err := outer.InSavepoint(ctx, func() error { return fn(context.WithValue(ctx, batchEventKey{}, ev), outer.Tx) })
+		if err == nil {
+			for _, f := range ev.onSuccess {
+				f()
+			}
+		}
+		return err
 	}
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
@@ -74,6 +81,21 @@ func (s *SQL) InTx(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx)
 		return err
 	}
 	return tx.Commit()
+}
+
+// batchEvent is one event's InTx inside an SQL log batch: read models that write behind stage changes
+// with it, and they join the batch only if the event's savepoint is released.
+type batchEvent struct {
+	outer     *sqltx.Tx
+	onSuccess []func()
+}
+
+type batchEventKey struct{}
+
+// batchEventFrom returns the batch event ctx carries (nil outside an SQL log batch).
+func batchEventFrom(ctx context.Context) *batchEvent {
+	ev, _ := ctx.Value(batchEventKey{}).(*batchEvent)
+	return ev
 }
 
 // ReadDB implements ProjectionDB.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -305,9 +306,63 @@ type statsTx struct {
 	tx *PreparedTx
 }
 
+// statsBatch is the statistics' write-behind state in one SQL log batch (PostgreSQL, MySQL): every report
+// of a job reads and rewrites the job's row and adds to one completions bucket, so inside a batch those
+// two live in memory and are written once, just before the batch commits. The row lock taken by the
+// batch's first read of a job is held until that commit.
+type statsBatch struct {
+	jobs        map[string]stats.Record
+	dirty       map[string]bool
+	completions map[completionBucket]int64
+	buckets     []completionBucket // in first-added order, for a stable statement order
+}
+
+type completionBucket struct {
+	jobID  string
+	bucket int64
+}
+
+type statsBatchKey struct{}
+
+// batch returns the batch event and the statistics' batch state, or nil outside an SQL log batch.
+func (t statsTx) batch(ctx context.Context) (*batchEvent, *statsBatch) {
+	ev := batchEventFrom(ctx)
+	if ev == nil {
+		return nil, nil
+	}
+	if b, ok := ev.outer.Value(statsBatchKey{}).(*statsBatch); ok {
+		return ev, b
+	}
+	b := &statsBatch{jobs: map[string]stats.Record{}, dirty: map[string]bool{}, completions: map[completionBucket]int64{}}
+	ev.outer.SetValue(statsBatchKey{}, b)
+	flushCtx := context.WithoutCancel(ctx)
+	outer := ev.outer
+	outer.BeforeCommit(func() error {
+		w := statsTx{s: t.s, tx: t.s.db.Prepared(outer.Tx)}
+		for _, id := range sortedKeys(b.dirty) {
+			if err := w.writeJob(flushCtx, b.jobs[id]); err != nil {
+				return err
+			}
+		}
+		for _, k := range b.buckets {
+			if _, err := w.tx.ExecContext(flushCtx, t.s.q.addCompletions, k.jobID, k.bucket, b.completions[k]); err != nil {
+				return fmt.Errorf("count completions of job %s: %w", k.jobID, err)
+			}
+		}
+		return nil
+	})
+	return ev, b
+}
+
 // LockJob implements stats.Tx. The job's row exists from its first event on, so the insert runs once
 // per job.
 func (t statsTx) LockJob(ctx context.Context, jobID string) (stats.Record, error) {
+	if _, b := t.batch(ctx); b != nil {
+		if r, ok := b.jobs[jobID]; ok {
+			r.Durations = slices.Clone(r.Durations)
+			return r, nil
+		}
+	}
 	r, err := scanStatsJob(t.tx.QueryRowContext(ctx, t.s.q.job, jobID))
 	if errors.Is(err, sql.ErrNoRows) {
 		if _, err := t.tx.ExecContext(ctx, t.s.q.createJob, jobID); err != nil {
@@ -323,6 +378,18 @@ func (t statsTx) LockJob(ctx context.Context, jobID string) (stats.Record, error
 
 // SaveJob implements stats.Tx.
 func (t statsTx) SaveJob(ctx context.Context, r stats.Record) error {
+	if ev, b := t.batch(ctx); b != nil {
+		r.Durations = slices.Clone(r.Durations)
+		ev.onSuccess = append(ev.onSuccess, func() {
+			b.jobs[r.JobID] = r
+			b.dirty[r.JobID] = true
+		})
+		return nil
+	}
+	return t.writeJob(ctx, r)
+}
+
+func (t statsTx) writeJob(ctx context.Context, r stats.Record) error {
 	f := r.Final
 	_, err := t.tx.ExecContext(ctx, t.s.q.saveJob, r.Tenant, r.Type, micros(r.CreatedAt), micros(r.Step1Done),
 		micros(r.Step2Start), micros(r.Step2Done), micros(r.Step3Done), micros(r.EndedAt), string(r.Outcome), r.Total,
@@ -396,6 +463,16 @@ func (t statsTx) SaveAttempt(ctx context.Context, a stats.AttemptRecord) error {
 
 // AddCompletions implements stats.Tx.
 func (t statsTx) AddCompletions(ctx context.Context, jobID string, bucket time.Time, delta int64) error {
+	if ev, b := t.batch(ctx); b != nil {
+		k := completionBucket{jobID: jobID, bucket: micros(bucket)}
+		ev.onSuccess = append(ev.onSuccess, func() {
+			if _, ok := b.completions[k]; !ok {
+				b.buckets = append(b.buckets, k)
+			}
+			b.completions[k] += delta
+		})
+		return nil
+	}
 	if _, err := t.tx.ExecContext(ctx, t.s.q.addCompletions, jobID, micros(bucket), delta); err != nil {
 		return fmt.Errorf("count completions of job %s: %w", jobID, err)
 	}
