@@ -34,6 +34,8 @@ func isBroker(b string) bool { return b == config.BackendKafka || b == config.Ba
 // brokers are the Kafka and RabbitMQ ends of a backend.
 type brokers struct {
 	logPub, queuePub, poisonPub message.Publisher
+	// kafkaLog configures the Kafka log's subscribers (nil when the log is not Kafka).
+	kafkaLog *kafka.Config
 }
 
 // openBrokers connects the broker log and queue the configuration names and declares their topics.
@@ -82,6 +84,7 @@ func (b *backend) openBrokers(ctx context.Context, cfg config.Config, logger wat
 			// for the dead member quickly instead of holding the manager's partitions for minutes.
 			logCfg := kcfg
 			logCfg.RebalanceTimeout = 15 * time.Second
+			out.kafkaLog = &logCfg
 			b.logSubscriber = func(group string) (message.Subscriber, error) { return kafka.NewSubscriber(logCfg, group, logger) }
 			b.tailSubscriber = func() (message.Subscriber, error) { return kafka.NewTailSubscriber(kcfg, logger) }
 			b.resetGroup = func(ctx context.Context, group string) error { return kafka.ResetConsumerGroup(ctx, kcfg, group) }
@@ -253,6 +256,16 @@ func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger w
 	b.store = store
 	if isBroker(cfg.Log) {
 		b.logPublisher, b.poisonPublisher = br.logPub, br.poisonPub
+	}
+	if br.kafkaLog != nil {
+		// A partition's ready events are handled in one store transaction that commits before their
+		// offsets are marked (see kafka.NewBatchSubscriber): the job store and the read models write
+		// behind within it, as they do on an SQL log.
+		logCfg := *br.kafkaLog
+		batches := kafka.BatchConfig{Begin: func(ctx context.Context) (kafka.Batch, error) { return sqltx.Begin(ctx, db) }}
+		b.logSubscriber = func(group string) (message.Subscriber, error) {
+			return kafka.NewBatchSubscriber(logCfg, group, batches, logger)
+		}
 	}
 	schema, offsets, err := sqllog.Adapters(d, relayBatch)
 	if err != nil {

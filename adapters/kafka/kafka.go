@@ -175,6 +175,10 @@ var marshaler = wkafka.NewWithPartitioningMarshaler(messaging.PartitionKey)
 // NewSubscriber subscribes consumerGroup: every group reads every message of a topic, the members of
 // one group share its partitions. A new group starts at the oldest offset.
 func NewSubscriber(cfg Config, consumerGroup string, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	return newSubscriber(cfg, consumerGroup, nil, logger)
+}
+
+func newSubscriber(cfg Config, consumerGroup string, tracer wkafka.SaramaTracer, logger watermill.LoggerAdapter) (message.Subscriber, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -200,6 +204,7 @@ func NewSubscriber(cfg Config, consumerGroup string, logger watermill.LoggerAdap
 			NumPartitions:     int32(cfg.Partitions),
 			ReplicationFactor: cfg.ReplicationFactor,
 		},
+		Tracer: tracer,
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)

@@ -166,6 +166,15 @@ func (s *Savepoint) End(ctx context.Context, err error) error {
 	return nil
 }
 
+// Begin starts a transaction on db that stores can join (see NewContext).
+func Begin(ctx context.Context, db *sql.DB) (*Tx, error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, err
+	}
+	return &Tx{Tx: tx, db: db, open: true}, nil
+}
+
 // Beginner is watermill-sql's Beginner over db whose transactions are *Tx.
 type Beginner struct{ DB *sql.DB }
 
@@ -190,13 +199,28 @@ func (b Beginner) QueryContext(ctx context.Context, query string, args ...any) (
 	return b.DB.QueryContext(ctx, query, args...)
 }
 
+type txKey struct{}
+
+// NewContext attaches tx to ctx as a log subscriber does: for brokers' subscribers that batch messages
+// into a transaction of the store's database.
+func NewContext(ctx context.Context, tx *Tx) context.Context {
+	return context.WithValue(ctx, txKey{}, tx)
+}
+
+// Context attaches t to ctx (NewContext): a *Tx is a batch that broker subscribers can hand their
+// handlers.
+func (t *Tx) Context(ctx context.Context) context.Context { return NewContext(ctx, t) }
+
 // FromContext returns the open transaction of db that a log subscriber attached to a message's context.
 func FromContext(ctx context.Context, db *sql.DB) (*Tx, bool) {
-	wtx, ok := wsql.TxFromContext(ctx)
+	tx, ok := ctx.Value(txKey{}).(*Tx)
 	if !ok {
-		return nil, false
+		wtx, found := wsql.TxFromContext(ctx)
+		if !found {
+			return nil, false
+		}
+		tx, ok = wtx.(*Tx)
 	}
-	tx, ok := wtx.(*Tx)
 	if !ok || tx.db != db {
 		return nil, false
 	}

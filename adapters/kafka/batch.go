@@ -1,0 +1,336 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	wkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Batch is a transaction that several consecutive messages of one partition are handled in: the
+// handlers of the batch's messages find it in their contexts and join it.
+type Batch interface {
+	// Context attaches the batch to a message's context.
+	Context(ctx context.Context) context.Context
+	Commit() error
+	Rollback() error
+}
+
+// Batcher begins batches. The job store's database is the usual one: a batch then commits the state
+// changes of many events at once.
+type Batcher func(ctx context.Context) (Batch, error)
+
+// BatchConfig bounds a batch.
+type BatchConfig struct {
+	// Begin starts a batch; nil means no batching.
+	Begin Batcher
+	// MaxMessages is the most messages in one batch (default 100).
+	MaxMessages int
+	// MaxAge is how long a batch stays open while messages keep coming (default 50ms).
+	MaxAge time.Duration
+}
+
+// NewBatchSubscriber is NewSubscriber whose messages are handled in batches per partition: the messages
+// a partition has ready are handled one after the other inside one Batch, which commits once they are
+// all acked, and only then are their offsets marked for commit. A crash before the batch commits loses
+// its effects and its offsets together, so the messages come again; a crash after it but before the
+// offsets reach Kafka delivers them again, and the handlers must absorb that (the manager does).
+//
+// watermill-kafka waits for each message's ack before it reads the next, and marks the offset as soon as
+// the ack comes, so handing the manager a store transaction per event was the only choice; on a server
+// database each commit is a round trip and a log flush. This wraps watermill-kafka's consumer-group
+// handler (through its tracer hook) to hold the marks back until the batch commits, and a subscriber
+// decorator attaches the open batch to each message.
+func NewBatchSubscriber(cfg Config, consumerGroup string, batch BatchConfig, logger watermill.LoggerAdapter) (message.Subscriber, error) {
+	if batch.Begin == nil {
+		return NewSubscriber(cfg, consumerGroup, logger)
+	}
+	if batch.MaxMessages <= 0 {
+		batch.MaxMessages = 100
+	}
+	if batch.MaxAge <= 0 {
+		batch.MaxAge = 50 * time.Millisecond
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	reg := &batchRegistry{cfg: batch, logger: logger, partitions: map[topicPartition]*partitionBatch{}}
+	sub, err := newSubscriber(cfg, consumerGroup, batchTracer{reg: reg}, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &batchSubscriber{Subscriber: sub, reg: reg}, nil
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// batchRegistry holds the open batch of every partition this subscriber consumes.
+type batchRegistry struct {
+	cfg    BatchConfig
+	logger watermill.LoggerAdapter
+
+	mu         sync.Mutex
+	partitions map[topicPartition]*partitionBatch
+}
+
+func (r *batchRegistry) get(tp topicPartition) *partitionBatch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.partitions[tp]
+}
+
+func (r *batchRegistry) put(tp topicPartition, p *partitionBatch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.partitions[tp] = p
+}
+
+func (r *batchRegistry) remove(tp topicPartition, p *partitionBatch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.partitions[tp] == p {
+		delete(r.partitions, tp)
+	}
+}
+
+// partitionBatch is one claimed partition's batch state.
+type partitionBatch struct {
+	reg *batchRegistry
+
+	mu        sync.Mutex
+	batch     Batch
+	started   time.Time
+	forwarded int
+	marked    int
+	last      *sarama.ConsumerMessage
+	markedCh  chan struct{} // signalled on every mark
+}
+
+// attach returns ctx with the partition's open batch, beginning one if none is open. Without a batch
+// (Begin failed) the handler runs on its own transaction, as without batching.
+func (p *partitionBatch) attach(ctx context.Context) context.Context {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.batch == nil {
+		b, err := p.reg.cfg.Begin(context.WithoutCancel(ctx))
+		if err != nil {
+			p.reg.logger.Error("Could not begin a batch; handling the message on its own", err, nil)
+			return ctx
+		}
+		p.batch = b
+	}
+	return p.batch.Context(ctx)
+}
+
+func (p *partitionBatch) mark(m *sarama.ConsumerMessage) {
+	p.mu.Lock()
+	p.marked++
+	p.last = m
+	p.mu.Unlock()
+	select {
+	case p.markedCh <- struct{}{}:
+	default:
+	}
+}
+
+func (p *partitionBatch) forward() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.forwarded == 0 {
+		p.started = time.Now()
+	}
+	p.forwarded++
+}
+
+// due says whether the batch should commit before another message joins it.
+func (p *partitionBatch) due() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.forwarded >= p.reg.cfg.MaxMessages || (p.forwarded > 0 && time.Since(p.started) >= p.reg.cfg.MaxAge)
+}
+
+// commit waits until every forwarded message was acked, commits the batch, then marks the offset of
+// the last one. errStopped: the claim ended first; the batch was rolled back and its messages will come
+// again.
+func (p *partitionBatch) commit(sess sarama.ConsumerGroupSession, innerDone <-chan struct{}) error {
+	for {
+		p.mu.Lock()
+		if p.marked == p.forwarded {
+			break
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.markedCh:
+		case <-sess.Context().Done():
+			p.rollback()
+			return errStopped
+		case <-innerDone:
+			p.rollback()
+			return errStopped
+		}
+	}
+	b, last := p.batch, p.last
+	p.batch, p.last, p.forwarded, p.marked = nil, nil, 0, 0
+	p.mu.Unlock()
+	if b != nil {
+		if err := b.Commit(); err != nil {
+			// Nothing of the batch is stored and its offsets are not marked: ending the claim makes the
+			// group start again from the last committed offset.
+			return fmt.Errorf("kafka: commit a batch of partition handlers: %w", err)
+		}
+	}
+	if last != nil {
+		sess.MarkMessage(last, "")
+	}
+	return nil
+}
+
+func (p *partitionBatch) rollback() {
+	p.mu.Lock()
+	b := p.batch
+	p.batch, p.last, p.forwarded, p.marked = nil, nil, 0, 0
+	p.mu.Unlock()
+	if b != nil {
+		_ = b.Rollback()
+	}
+}
+
+var errStopped = errors.New("kafka: claim stopped")
+
+// batchTracer hooks into watermill-kafka's consumer through its tracer interface; only the consumer
+// group handler is wrapped.
+type batchTracer struct{ reg *batchRegistry }
+
+func (batchTracer) WrapConsumer(c sarama.Consumer) sarama.Consumer { return c }
+func (batchTracer) WrapPartitionConsumer(pc sarama.PartitionConsumer) sarama.PartitionConsumer {
+	return pc
+}
+func (batchTracer) WrapSyncProducer(_ *sarama.Config, p sarama.SyncProducer) sarama.SyncProducer {
+	return p
+}
+func (t batchTracer) WrapConsumerGroupHandler(h sarama.ConsumerGroupHandler) sarama.ConsumerGroupHandler {
+	return batchHandler{inner: h, reg: t.reg}
+}
+
+type batchHandler struct {
+	inner sarama.ConsumerGroupHandler
+	reg   *batchRegistry
+}
+
+func (h batchHandler) Setup(s sarama.ConsumerGroupSession) error   { return h.inner.Setup(s) }
+func (h batchHandler) Cleanup(s sarama.ConsumerGroupSession) error { return h.inner.Cleanup(s) }
+
+// ConsumeClaim runs watermill-kafka's handler on a copy of the claim whose messages it forwards, closing
+// the batch whenever the partition has nothing more ready, the batch is full or old enough.
+func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	tp := topicPartition{claim.Topic(), claim.Partition()}
+	p := &partitionBatch{reg: h.reg, markedCh: make(chan struct{}, 1)}
+	h.reg.put(tp, p)
+	defer h.reg.remove(tp, p)
+
+	out := make(chan *sarama.ConsumerMessage)
+	innerDone := make(chan struct{})
+	var innerErr error
+	go func() {
+		defer close(innerDone)
+		innerErr = h.inner.ConsumeClaim(markingSession{ConsumerGroupSession: sess, p: p}, forwardedClaim{ConsumerGroupClaim: claim, out: out})
+	}()
+	stop := func(err error) error {
+		close(out)
+		<-innerDone
+		p.rollback()
+		if errors.Is(err, errStopped) {
+			err = nil
+		}
+		return errors.Join(err, innerErr)
+	}
+	for {
+		var m *sarama.ConsumerMessage
+		var ok bool
+		select {
+		case m, ok = <-claim.Messages():
+		default:
+			// Nothing ready: close the batch rather than keep it open while waiting.
+			if err := p.commit(sess, innerDone); err != nil {
+				return stop(err)
+			}
+			select {
+			case m, ok = <-claim.Messages():
+			case <-sess.Context().Done():
+				return stop(nil)
+			case <-innerDone:
+				return stop(nil)
+			}
+		}
+		if !ok {
+			return stop(p.commit(sess, innerDone))
+		}
+		if p.due() {
+			if err := p.commit(sess, innerDone); err != nil {
+				return stop(err)
+			}
+		}
+		select {
+		case out <- m:
+			p.forward()
+		case <-sess.Context().Done():
+			return stop(nil)
+		case <-innerDone:
+			return stop(nil)
+		}
+	}
+}
+
+// markingSession holds marks back: the batch passes the last one on once it committed.
+type markingSession struct {
+	sarama.ConsumerGroupSession
+	p *partitionBatch
+}
+
+func (s markingSession) MarkMessage(m *sarama.ConsumerMessage, _ string) { s.p.mark(m) }
+
+// Commit is a no-op: the batch marks, and the consumer group's auto-commit commits.
+func (s markingSession) Commit() {}
+
+// forwardedClaim is a claim whose messages come from the batch loop.
+type forwardedClaim struct {
+	sarama.ConsumerGroupClaim
+	out chan *sarama.ConsumerMessage
+}
+
+func (c forwardedClaim) Messages() <-chan *sarama.ConsumerMessage { return c.out }
+
+// batchSubscriber attaches each message's partition batch to its context on the way to the handler.
+type batchSubscriber struct {
+	message.Subscriber
+	reg *batchRegistry
+}
+
+func (s *batchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	in, err := s.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		for msg := range in {
+			if partition, ok := wkafka.MessagePartitionFromCtx(msg.Context()); ok {
+				if p := s.reg.get(topicPartition{topic, partition}); p != nil {
+					msg.SetContext(p.attach(msg.Context()))
+				}
+			}
+			out <- msg
+		}
+	}()
+	return out, nil
+}
