@@ -113,6 +113,24 @@ type partitionBatch struct {
 	marked    int
 	last      *sarama.ConsumerMessage
 	markedCh  chan struct{} // signalled on every mark
+	// aborted is closed when a handler nacked a message of the open batch: the batch's transaction may
+	// be unusable (a dropped connection fails every statement after it), so it is rolled back and the
+	// claim starts again from the last committed offset.
+	aborted   chan struct{}
+	abortOnce sync.Once
+	// done is closed when the claim ends.
+	done chan struct{}
+}
+
+func (p *partitionBatch) abort() { p.abortOnce.Do(func() { close(p.aborted) }) }
+
+func (p *partitionBatch) isAborted() bool {
+	select {
+	case <-p.aborted:
+		return true
+	default:
+		return false
+	}
 }
 
 // attach returns ctx with the partition's open batch, beginning one if none is open. Without a batch
@@ -120,6 +138,9 @@ type partitionBatch struct {
 func (p *partitionBatch) attach(ctx context.Context) context.Context {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.isAborted() {
+		return ctx // the claim is ending; the message comes again in the next one
+	}
 	if p.batch == nil {
 		b, err := p.reg.cfg.Begin(context.WithoutCancel(ctx))
 		if err != nil {
@@ -175,6 +196,10 @@ func (p *partitionBatch) commit(sess sarama.ConsumerGroupSession, innerDone <-ch
 			return errStopped
 		case <-innerDone:
 			p.rollback()
+			return errStopped
+		case <-p.aborted:
+			p.rollback()
+			p.reg.logger.Info("Batch rolled back after a handler failed; its messages come again", nil)
 			return errStopped
 		}
 	}
@@ -233,7 +258,8 @@ func (h batchHandler) Cleanup(s sarama.ConsumerGroupSession) error { return h.in
 // the batch whenever the partition has nothing more ready, the batch is full or old enough.
 func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	tp := topicPartition{claim.Topic(), claim.Partition()}
-	p := &partitionBatch{reg: h.reg, markedCh: make(chan struct{}, 1)}
+	p := &partitionBatch{reg: h.reg, markedCh: make(chan struct{}, 1), aborted: make(chan struct{}), done: make(chan struct{})}
+	defer close(p.done)
 	h.reg.put(tp, p)
 	defer h.reg.remove(tp, p)
 
@@ -245,9 +271,12 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 		innerErr = h.inner.ConsumeClaim(markingSession{ConsumerGroupSession: sess, p: p}, forwardedClaim{ConsumerGroupClaim: claim, out: out})
 	}()
 	stop := func(err error) error {
+		// Roll back first: the handler may be retrying a nacked message on a transaction of its own, which
+		// would wait for the row locks the open batch holds.
+		p.rollback()
 		close(out)
 		<-innerDone
-		p.rollback()
+		p.rollback() // a batch the last message began
 		if errors.Is(err, errStopped) {
 			err = nil
 		}
@@ -269,6 +298,8 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 				return stop(nil)
 			case <-innerDone:
 				return stop(nil)
+			case <-p.aborted:
+				return stop(nil)
 			}
 		}
 		if !ok {
@@ -279,12 +310,17 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 				return stop(err)
 			}
 		}
+		if p.isAborted() {
+			return stop(nil)
+		}
 		select {
 		case out <- m:
 			p.forward()
 		case <-sess.Context().Done():
 			return stop(nil)
 		case <-innerDone:
+			return stop(nil)
+		case <-p.aborted:
 			return stop(nil)
 		}
 	}
@@ -309,6 +345,16 @@ type forwardedClaim struct {
 
 func (c forwardedClaim) Messages() <-chan *sarama.ConsumerMessage { return c.out }
 
+// abortOnNack aborts p's batch when msg is nacked.
+func abortOnNack(msg *message.Message, p *partitionBatch) {
+	select {
+	case <-msg.Acked():
+	case <-msg.Nacked():
+		p.abort()
+	case <-p.done:
+	}
+}
+
 // batchSubscriber attaches each message's partition batch to its context on the way to the handler.
 type batchSubscriber struct {
 	message.Subscriber
@@ -327,6 +373,7 @@ func (s *batchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 			if partition, ok := wkafka.MessagePartitionFromCtx(msg.Context()); ok {
 				if p := s.reg.get(topicPartition{topic, partition}); p != nil {
 					msg.SetContext(p.attach(msg.Context()))
+					go abortOnNack(msg, p)
 				}
 			}
 			out <- msg

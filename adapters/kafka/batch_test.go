@@ -195,3 +195,48 @@ func waitLagZero(t *testing.T, cfg kafka.Config, topic, group string) {
 		return err == nil && len(lags) == 1 && lags[0].Messages == 0
 	})
 }
+
+// A nack rolls the open batch back (its transaction may be broken): the messages acked in it come again,
+// and the partition goes on once the nacked message is acked.
+func TestBatchSubscriberRollsBackABatchOnNack(t *testing.T) {
+	cfg := testConfig(1)
+	topic := newTopic(t, cfg)
+	pub := newPublisher(t, cfg)
+	for i := range 5 {
+		if err := pub.Publish(topic, keyed("job", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := &batchRecorder{}
+	ch := batchSubscribe(t, cfg, "nacked", topic, rec, 100)
+	seen := map[string]int{}
+	nacked := false
+	for seen["4"] == 0 {
+		m := receive(t, ch)
+		seq := m.Metadata.Get("seq")
+		seen[seq]++
+		if seq == "2" && !nacked {
+			nacked = true
+			m.Nack()
+			continue
+		}
+		m.Ack()
+	}
+	waitFor(t, "a batch committed", rec.hasCommitted)
+	if seen["0"] < 2 || seen["1"] < 2 {
+		t.Fatalf("messages acked in the rolled-back batch were not delivered again: %v", seen)
+	}
+	rec.mu.Lock()
+	rolledBack := rec.rolledBack
+	rec.mu.Unlock()
+	if rolledBack == 0 {
+		t.Fatal("the batch with the nacked message was not rolled back")
+	}
+	waitLagZero(t, cfg, topic, "nacked")
+}
+
+func (r *batchRecorder) hasCommitted() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.committed) > 0
+}
