@@ -15,7 +15,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/pressly/goose/v3"
 
-	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/adapters/sqltx"
 	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/job"
@@ -434,49 +433,21 @@ func (t *sqlTx) DueSubJobs(ctx context.Context, jobID string, now time.Time, lim
 	return collectSubJobs(rows, 0)
 }
 
-// Publish writes events and commands through the outbox publishers, inside this transaction.
+// Publish writes events and commands through the outbox publishers, inside this transaction (inside a
+// log batch: when the batch commits).
 func (t *sqlTx) Publish(ctx context.Context, fx job.Effects) error {
+	var out outgoing
+	if err := out.addEvents(fx.Events); err != nil {
+		return err
+	}
+	if err := out.addCommands(fx.Commands); err != nil {
+		return err
+	}
 	if t.batch != nil {
-		if err := t.update.out.addEvents(fx.Events); err != nil {
-			return err
-		}
-		return t.update.out.addCommands(fx.Commands)
+		t.update.out.merge(out)
+		return nil
 	}
-	if len(fx.Events) > 0 {
-		if t.s.outbox.Events == nil {
-			return errors.New("jobstore: no outbox publisher for events")
-		}
-		msgs, err := messaging.Encode(fx.Events)
-		if err != nil {
-			return err
-		}
-		pub, err := t.s.outbox.Events(t.tx)
-		if err != nil {
-			return fmt.Errorf("outbox events publisher: %w", err)
-		}
-		if err := pub.Publish(messaging.EventsTopic, withContext(ctx, msgs)...); err != nil {
-			return fmt.Errorf("publish %d events: %w", len(msgs), err)
-		}
-	}
-	if len(fx.Commands) > 0 {
-		if t.s.outbox.Commands == nil {
-			return errors.New("jobstore: no outbox publisher for commands")
-		}
-		topics, byTopic, err := messaging.GroupCommands(fx.Commands)
-		if err != nil {
-			return err
-		}
-		pub, err := t.s.outbox.Commands(t.tx)
-		if err != nil {
-			return fmt.Errorf("outbox commands publisher: %w", err)
-		}
-		for _, topic := range topics {
-			if err := pub.Publish(topic, withContext(ctx, byTopic[topic])...); err != nil {
-				return fmt.Errorf("send %d commands to %s: %w", len(byTopic[topic]), topic, err)
-			}
-		}
-	}
-	return nil
+	return t.publishMessages(ctx, out)
 }
 
 // AddSubJobs stores a batch of split sub-jobs in one transaction, with multi-row inserts; indexes already

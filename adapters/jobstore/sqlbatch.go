@@ -3,6 +3,7 @@ package jobstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -305,7 +306,7 @@ func (t *sqlTx) stageSubJob(s *job.SubJob) {
 func (t *sqlTx) publishMessages(ctx context.Context, out outgoing) error {
 	if len(out.events) > 0 {
 		if t.s.outbox.Events == nil {
-			return fmt.Errorf("jobstore: no outbox publisher for events")
+			return errors.New("jobstore: no outbox publisher for events")
 		}
 		pub, err := t.s.outbox.Events(t.tx)
 		if err != nil {
@@ -319,24 +320,25 @@ func (t *sqlTx) publishMessages(ctx context.Context, out outgoing) error {
 	}
 	if len(out.topics) > 0 {
 		if t.s.outbox.Commands == nil {
-			return fmt.Errorf("jobstore: no outbox publisher for commands")
+			return errors.New("jobstore: no outbox publisher for commands")
 		}
 		pub, err := t.s.outbox.Commands(t.tx)
 		if err != nil {
 			return fmt.Errorf("outbox commands publisher: %w", err)
 		}
 		for _, topic := range out.topics {
-			msgs := out.commands[topic]
-			if err := pub.Publish(topic, withContext(ctx, msgs)...); err != nil {
-				return fmt.Errorf("send %d commands to %s: %w", len(msgs), topic, err)
+			for _, chunk := range chunks(out.commands[topic], publishChunk) {
+				if err := pub.Publish(topic, withContext(ctx, chunk)...); err != nil {
+					return fmt.Errorf("send %d commands to %s: %w", len(chunk), topic, err)
+				}
 			}
 		}
 	}
 	return nil
 }
 
-// publishChunk events go in one INSERT: a batch can emit thousands, and the log's publisher writes one
-// statement per call with several parameters per message.
+// publishChunk messages go in one Publish call: a batch can emit thousands, and an outbox publisher
+// writes one statement per call with several parameters per message.
 const publishChunk = 1000
 
 func chunks[T any](s []T, n int) [][]T {

@@ -78,19 +78,18 @@ func batchSubscribe(t *testing.T, cfg kafka.Config, group, topic string, rec *ba
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := sub.Subscribe(ctx, topic)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := sub.Close(); err != nil {
-			t.Error(err)
+	return subscribeWith(t, sub, topic)
+}
+
+// publishSeq publishes n messages of one key, with seq 0..n-1.
+func publishSeq(t *testing.T, cfg kafka.Config, topic string, n int) {
+	t.Helper()
+	pub := newPublisher(t, cfg)
+	for i := range n {
+		if err := pub.Publish(topic, keyed("job", i)); err != nil {
+			t.Fatal(err)
 		}
-	})
-	return ch
+	}
 }
 
 // A partition's ready messages are handled in shared batches of at most MaxMessages, each batch commits
@@ -98,13 +97,8 @@ func batchSubscribe(t *testing.T, cfg kafka.Config, group, topic string, rec *ba
 func TestBatchSubscriberHandlesAPartitionInBatches(t *testing.T) {
 	cfg := testConfig(1)
 	topic := newTopic(t, cfg)
-	pub := newPublisher(t, cfg)
 	const n = 50
-	for i := range n {
-		if err := pub.Publish(topic, keyed("job", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishSeq(t, cfg, topic, n)
 	rec := &batchRecorder{}
 	ch := batchSubscribe(t, cfg, "batched", topic, rec, 10)
 	sizes := map[*recordingBatch]int{}
@@ -143,12 +137,7 @@ func TestBatchSubscriberHandlesAPartitionInBatches(t *testing.T) {
 func TestBatchSubscriberRedeliversABatchThatFailedToCommit(t *testing.T) {
 	cfg := testConfig(1)
 	topic := newTopic(t, cfg)
-	pub := newPublisher(t, cfg)
-	for i := range 5 {
-		if err := pub.Publish(topic, keyed("job", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishSeq(t, cfg, topic, 5)
 	rec := &batchRecorder{failFirst: true}
 	ch := batchSubscribe(t, cfg, "refused", topic, rec, 100)
 	seen := map[string]int{}
@@ -201,12 +190,7 @@ func waitLagZero(t *testing.T, cfg kafka.Config, topic, group string) {
 func TestBatchSubscriberRollsBackABatchOnNack(t *testing.T) {
 	cfg := testConfig(1)
 	topic := newTopic(t, cfg)
-	pub := newPublisher(t, cfg)
-	for i := range 5 {
-		if err := pub.Publish(topic, keyed("job", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishSeq(t, cfg, topic, 5)
 	rec := &batchRecorder{}
 	ch := batchSubscribe(t, cfg, "nacked", topic, rec, 100)
 	seen := map[string]int{}

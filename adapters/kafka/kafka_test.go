@@ -82,6 +82,12 @@ func subscribe(t testing.TB, cfg kafka.Config, group, topic string) <-chan *mess
 	if err != nil {
 		t.Fatal(err)
 	}
+	return subscribeWith(t, sub, topic)
+}
+
+// subscribeWith subscribes sub to topic until the test ends.
+func subscribeWith(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ch, err := sub.Subscribe(ctx, topic)
 	if err != nil {
