@@ -23,7 +23,10 @@ type Batch interface {
 }
 
 // Batcher begins batches. The job store's database is the usual one: a batch then commits the state
-// changes of many events at once.
+// changes of many events at once. It runs on the subscriber's delivery loop, shared by all partitions,
+// so it must not wait for anything: a batch that needs a connection should take it when its first
+// handler uses it (sqltx.NewLazy). Waiting there for a pool that the open batches hold would stop every
+// partition.
 type Batcher func(ctx context.Context) (Batch, error)
 
 // BatchConfig bounds a batch.

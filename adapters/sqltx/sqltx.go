@@ -201,28 +201,79 @@ func (b Beginner) QueryContext(ctx context.Context, query string, args ...any) (
 
 type txKey struct{}
 
-// NewContext attaches tx to ctx as a log subscriber does: for brokers' subscribers that batch messages
-// into a transaction of the store's database.
-func NewContext(ctx context.Context, tx *Tx) context.Context {
-	return context.WithValue(ctx, txKey{}, tx)
+// Lazy is a batch transaction that begins when a store first asks for it (FromContext), on the asking
+// handler's goroutine: a broker subscriber can open a batch per partition without holding a connection
+// for batches that never touch the database, and without blocking its delivery loop on a busy pool.
+type Lazy struct {
+	db *sql.DB
+
+	mu  sync.Mutex
+	tx  *Tx
+	err error
 }
 
-// Context attaches t to ctx (NewContext): a *Tx is a batch that broker subscribers can hand their
-// handlers.
-func (t *Tx) Context(ctx context.Context) context.Context { return NewContext(ctx, t) }
+// NewLazy returns a batch on db that has not begun.
+func NewLazy(db *sql.DB) *Lazy { return &Lazy{db: db} }
+
+// Context attaches the batch to ctx.
+func (l *Lazy) Context(ctx context.Context) context.Context {
+	return context.WithValue(ctx, txKey{}, l)
+}
+
+// get begins the transaction on first use. A failed begin is remembered: the batch's handlers then run
+// on transactions of their own.
+func (l *Lazy) get(ctx context.Context) (*Tx, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tx == nil && l.err == nil {
+		// Not ctx: a message's context ends with its handler, and the batch outlives it.
+		l.tx, l.err = Begin(context.WithoutCancel(ctx), l.db)
+	}
+	return l.tx, l.err
+}
+
+// Commit commits the transaction if it began.
+func (l *Lazy) Commit() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tx == nil {
+		return nil
+	}
+	return l.tx.Commit()
+}
+
+// Rollback rolls the transaction back if it began.
+func (l *Lazy) Rollback() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tx == nil {
+		return nil
+	}
+	return l.tx.Rollback()
+}
 
 // FromContext returns the open transaction of db that a log subscriber attached to a message's context.
 func FromContext(ctx context.Context, db *sql.DB) (*Tx, bool) {
-	tx, ok := ctx.Value(txKey{}).(*Tx)
-	if !ok {
+	var tx *Tx
+	if l, ok := ctx.Value(txKey{}).(*Lazy); ok {
+		if l.db != db {
+			return nil, false
+		}
+		t, err := l.get(ctx)
+		if err != nil {
+			return nil, false
+		}
+		tx = t
+	} else {
 		wtx, found := wsql.TxFromContext(ctx)
 		if !found {
 			return nil, false
 		}
-		tx, ok = wtx.(*Tx)
-	}
-	if !ok || tx.db != db {
-		return nil, false
+		t, ok := wtx.(*Tx)
+		if !ok || t.db != db {
+			return nil, false
+		}
+		tx = t
 	}
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
