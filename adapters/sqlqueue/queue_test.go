@@ -155,6 +155,10 @@ func TestCompetingConsumers(t *testing.T) {
 						time.Sleep(time.Duration(len(m.UUID)%3) * 100 * time.Microsecond)
 						mu.Lock()
 						holders[m.UUID]--
+						mu.Unlock()
+						// Ack before counting: the test closes the subscribers once the count is complete.
+						m.Ack()
+						mu.Lock()
 						acks[m.UUID]++
 						if len(acks) == n {
 							select {
@@ -164,7 +168,6 @@ func TestCompetingConsumers(t *testing.T) {
 							}
 						}
 						mu.Unlock()
-						m.Ack()
 					}()
 				}
 			}()
