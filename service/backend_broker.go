@@ -262,7 +262,7 @@ func (b *backend) attachBrokers(ctx context.Context, cfg config.Config, logger w
 		// offsets are marked (see kafka.NewBatchSubscriber): the job store and the read models write
 		// behind within it, as they do on an SQL log.
 		logCfg := *br.kafkaLog
-		batches := kafka.BatchConfig{Begin: func(context.Context) (kafka.Batch, error) { return sqltx.NewLazy(db), nil }}
+		batches := kafka.BatchConfig{Begin: func() kafka.Batch { return sqltx.NewLazy(db) }}
 		b.logSubscriber = func(group string) (message.Subscriber, error) {
 			return kafka.NewBatchSubscriber(logCfg, group, batches, logger)
 		}

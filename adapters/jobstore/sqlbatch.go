@@ -1,10 +1,12 @@
 package jobstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -163,7 +165,7 @@ func (s *SQL) flushBatch(ctx context.Context, outer *sqltx.Tx, b *sqlBatch) erro
 	}
 	b.dirtySubs = map[subJobKey]bool{}
 	view := &sqlTx{s: s, tx: outer.Tx}
-	for _, id := range sortedKeys(b.dirtyJobs) {
+	for _, id := range slices.Sorted(maps.Keys(b.dirtyJobs)) {
 		if err := view.writeJob(ctx, b.jobs[id]); err != nil {
 			return err
 		}
@@ -175,8 +177,7 @@ func (s *SQL) flushBatch(ctx context.Context, outer *sqltx.Tx, b *sqlBatch) erro
 }
 
 // writeSubJobs writes the dirty sub-jobs with multi-row statements, in key order (one lock order for
-// every writer).
-// They stay dirty: the flush writes them (again) and clears the set.
+// every writer). They stay dirty: only the flush, which writes them last, clears the set.
 func (s *SQL) writeSubJobs(ctx context.Context, tx *sql.Tx, b *sqlBatch) error {
 	if len(b.dirtySubs) == 0 {
 		return nil
@@ -186,13 +187,9 @@ func (s *SQL) writeSubJobs(ctx context.Context, tx *sql.Tx, b *sqlBatch) error {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, c subJobKey) int {
-		if n := strings.Compare(a.jobID, c.jobID); n != 0 {
-			return n
-		}
-		return int(a.index - c.index)
+		return cmp.Or(strings.Compare(a.jobID, c.jobID), cmp.Compare(a.index, c.index))
 	})
-	for start := 0; start < len(keys); start += saveSubJobsChunk {
-		chunk := keys[start:min(start+saveSubJobsChunk, len(keys))]
+	for chunk := range slices.Chunk(keys, saveSubJobsChunk) {
 		args := make([]any, 0, len(chunk)*10)
 		for _, k := range chunk {
 			sj := b.subs[k]
@@ -312,7 +309,7 @@ func (t *sqlTx) publishMessages(ctx context.Context, out outgoing) error {
 		if err != nil {
 			return fmt.Errorf("outbox events publisher: %w", err)
 		}
-		for _, chunk := range chunks(out.events, publishChunk) {
+		for chunk := range slices.Chunk(out.events, publishChunk) {
 			if err := pub.Publish(messaging.EventsTopic, withContext(ctx, chunk)...); err != nil {
 				return fmt.Errorf("publish %d events: %w", len(chunk), err)
 			}
@@ -327,7 +324,7 @@ func (t *sqlTx) publishMessages(ctx context.Context, out outgoing) error {
 			return fmt.Errorf("outbox commands publisher: %w", err)
 		}
 		for _, topic := range out.topics {
-			for _, chunk := range chunks(out.commands[topic], publishChunk) {
+			for chunk := range slices.Chunk(out.commands[topic], publishChunk) {
 				if err := pub.Publish(topic, withContext(ctx, chunk)...); err != nil {
 					return fmt.Errorf("send %d commands to %s: %w", len(chunk), topic, err)
 				}
@@ -340,24 +337,3 @@ func (t *sqlTx) publishMessages(ctx context.Context, out outgoing) error {
 // publishChunk messages go in one Publish call: a batch can emit thousands, and an outbox publisher
 // writes one statement per call with several parameters per message.
 const publishChunk = 1000
-
-func chunks[T any](s []T, n int) [][]T {
-	var out [][]T
-	for len(s) > n {
-		out = append(out, s[:n])
-		s = s[n:]
-	}
-	if len(s) > 0 {
-		out = append(out, s)
-	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -339,7 +340,7 @@ func (t statsTx) batch(ctx context.Context) (*batchEvent, *statsBatch) {
 	outer := ev.outer
 	outer.BeforeCommit(func() error {
 		w := statsTx{s: t.s, tx: t.s.db.Prepared(outer.Tx)}
-		for _, id := range sortedKeys(b.dirty) {
+		for _, id := range slices.Sorted(maps.Keys(b.dirty)) {
 			if err := w.writeJob(flushCtx, b.jobs[id]); err != nil {
 				return err
 			}

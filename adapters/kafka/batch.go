@@ -22,17 +22,14 @@ type Batch interface {
 	Rollback() error
 }
 
-// Batcher begins batches. The job store's database is the usual one: a batch then commits the state
-// changes of many events at once. It runs on the subscriber's delivery loop, shared by all partitions,
-// so it must not wait for anything: a batch that needs a connection should take it when its first
-// handler uses it (sqltx.NewLazy). Waiting there for a pool that the open batches hold would stop every
-// partition.
-type Batcher func(ctx context.Context) (Batch, error)
-
 // BatchConfig bounds a batch.
 type BatchConfig struct {
-	// Begin starts a batch; nil means no batching.
-	Begin Batcher
+	// Begin returns a new batch; nil means no batching. The job store's database is the usual one: a
+	// batch then commits the state changes of many events at once. Begin runs on the subscriber's
+	// delivery loop, shared by all partitions, so it must not wait for anything: a batch that needs a
+	// connection takes it when its first handler uses it (sqltx.NewLazy). Waiting there for a pool that
+	// the open batches hold would stop every partition.
+	Begin func() Batch
 	// MaxMessages is the most messages in one batch (default 100).
 	MaxMessages int
 	// MaxAge is how long a batch stays open while messages keep coming (default 10ms): it adds to the
@@ -116,14 +113,14 @@ type partitionBatch struct {
 	forwarded int
 	marked    int
 	last      *sarama.ConsumerMessage
-	markedCh  chan struct{} // signalled on every mark
+	// lastOffset is the offset of the message attached last, to tell a redelivery after a nack.
+	lastOffset int64
+	markedCh   chan struct{} // signalled on every mark
 	// aborted is closed when a handler nacked a message of the open batch: the batch's transaction may
 	// be unusable (a dropped connection fails every statement after it), so it is rolled back and the
 	// claim starts again from the last committed offset.
 	aborted   chan struct{}
 	abortOnce sync.Once
-	// done is closed when the claim ends.
-	done chan struct{}
 }
 
 func (p *partitionBatch) abort() { p.abortOnce.Do(func() { close(p.aborted) }) }
@@ -137,21 +134,23 @@ func (p *partitionBatch) isAborted() bool {
 	}
 }
 
-// attach returns ctx with the partition's open batch, beginning one if none is open. Without a batch
-// (Begin failed) the handler runs on its own transaction, as without batching.
+// attach returns ctx with the partition's open batch, beginning one if none is open. watermill-kafka
+// delivers a message again, at the same offset, only after a nack: that aborts the batch, and the
+// message is handled on its own transaction until the claim restarts.
 func (p *partitionBatch) attach(ctx context.Context) context.Context {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if offset, ok := wkafka.MessagePartitionOffsetFromCtx(ctx); ok {
+		if offset == p.lastOffset {
+			p.abort()
+		}
+		p.lastOffset = offset
+	}
 	if p.isAborted() {
-		return ctx // the claim is ending; the message comes again in the next one
+		return ctx
 	}
 	if p.batch == nil {
-		b, err := p.reg.cfg.Begin(context.WithoutCancel(ctx))
-		if err != nil {
-			p.reg.logger.Error("Could not begin a batch; handling the message on its own", err, nil)
-			return ctx
-		}
-		p.batch = b
+		p.batch = p.reg.cfg.Begin()
 	}
 	return p.batch.Context(ctx)
 }
@@ -184,29 +183,27 @@ func (p *partitionBatch) due() bool {
 }
 
 // commit waits until every forwarded message was acked, commits the batch, then marks the offset of
-// the last one. errStopped: the claim ended first; the batch was rolled back and its messages will come
-// again.
-func (p *partitionBatch) commit(sess sarama.ConsumerGroupSession, innerDone <-chan struct{}) error {
+// the last one. errStopped: the claim ended first (ended closed); the batch was rolled back and its
+// messages will come again.
+func (p *partitionBatch) commit(sess sarama.ConsumerGroupSession, ended <-chan struct{}) error {
 	for {
 		p.mu.Lock()
-		if p.marked == p.forwarded {
+		acked := p.marked == p.forwarded
+		p.mu.Unlock()
+		if acked {
 			break
 		}
-		p.mu.Unlock()
 		select {
 		case <-p.markedCh:
-		case <-sess.Context().Done():
+		case <-ended:
 			p.rollback()
-			return errStopped
-		case <-innerDone:
-			p.rollback()
-			return errStopped
-		case <-p.aborted:
-			p.rollback()
-			p.reg.logger.Info("Batch rolled back after a handler failed; its messages come again", nil)
+			if p.isAborted() {
+				p.reg.logger.Info("Batch rolled back after a handler failed; its messages come again", nil)
+			}
 			return errStopped
 		}
 	}
+	p.mu.Lock()
 	b, last := p.batch, p.last
 	p.batch, p.last, p.forwarded, p.marked = nil, nil, 0, 0
 	p.mu.Unlock()
@@ -262,8 +259,7 @@ func (h batchHandler) Cleanup(s sarama.ConsumerGroupSession) error { return h.in
 // the batch whenever the partition has nothing more ready, the batch is full or old enough.
 func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	tp := topicPartition{claim.Topic(), claim.Partition()}
-	p := &partitionBatch{reg: h.reg, markedCh: make(chan struct{}, 1), aborted: make(chan struct{}), done: make(chan struct{})}
-	defer close(p.done)
+	p := &partitionBatch{reg: h.reg, lastOffset: -1, markedCh: make(chan struct{}, 1), aborted: make(chan struct{})}
 	h.reg.put(tp, p)
 	defer h.reg.remove(tp, p)
 
@@ -273,6 +269,17 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 	go func() {
 		defer close(innerDone)
 		innerErr = h.inner.ConsumeClaim(markingSession{ConsumerGroupSession: sess, p: p}, forwardedClaim{ConsumerGroupClaim: claim, out: out})
+	}()
+	// ended closes when the claim must stop: the session ended, watermill-kafka's handler returned, or a
+	// nack aborted the batch.
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		select {
+		case <-sess.Context().Done():
+		case <-innerDone:
+		case <-p.aborted:
+		}
 	}()
 	stop := func(err error) error {
 		// Roll back first: the handler may be retrying a nacked message on a transaction of its own, which
@@ -293,38 +300,27 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 		case m, ok = <-claim.Messages():
 		default:
 			// Nothing ready: close the batch rather than keep it open while waiting.
-			if err := p.commit(sess, innerDone); err != nil {
+			if err := p.commit(sess, ended); err != nil {
 				return stop(err)
 			}
 			select {
 			case m, ok = <-claim.Messages():
-			case <-sess.Context().Done():
-				return stop(nil)
-			case <-innerDone:
-				return stop(nil)
-			case <-p.aborted:
+			case <-ended:
 				return stop(nil)
 			}
 		}
 		if !ok {
-			return stop(p.commit(sess, innerDone))
+			return stop(p.commit(sess, ended))
 		}
 		if p.due() {
-			if err := p.commit(sess, innerDone); err != nil {
+			if err := p.commit(sess, ended); err != nil {
 				return stop(err)
 			}
-		}
-		if p.isAborted() {
-			return stop(nil)
 		}
 		select {
 		case out <- m:
 			p.forward()
-		case <-sess.Context().Done():
-			return stop(nil)
-		case <-innerDone:
-			return stop(nil)
-		case <-p.aborted:
+		case <-ended:
 			return stop(nil)
 		}
 	}
@@ -349,16 +345,6 @@ type forwardedClaim struct {
 
 func (c forwardedClaim) Messages() <-chan *sarama.ConsumerMessage { return c.out }
 
-// abortOnNack aborts p's batch when msg is nacked.
-func abortOnNack(msg *message.Message, p *partitionBatch) {
-	select {
-	case <-msg.Acked():
-	case <-msg.Nacked():
-		p.abort()
-	case <-p.done:
-	}
-}
-
 // batchSubscriber attaches each message's partition batch to its context on the way to the handler.
 type batchSubscriber struct {
 	message.Subscriber
@@ -377,7 +363,6 @@ func (s *batchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 			if partition, ok := wkafka.MessagePartitionFromCtx(msg.Context()); ok {
 				if p := s.reg.get(topicPartition{topic, partition}); p != nil {
 					msg.SetContext(p.attach(msg.Context()))
-					go abortOnNack(msg, p)
 				}
 			}
 			out <- msg

@@ -54,11 +54,11 @@ type batchRecorder struct {
 	failFirst bool
 }
 
-func (r *batchRecorder) begin(context.Context) (kafka.Batch, error) {
+func (r *batchRecorder) begin() kafka.Batch {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.begun++
-	return &recordingBatch{rec: r, id: r.begun, fail: r.failFirst && r.begun == 1}, nil
+	return &recordingBatch{rec: r, id: r.begun, fail: r.failFirst && r.begun == 1}
 }
 
 func (r *batchRecorder) isCommitted(id int) bool {

@@ -166,8 +166,8 @@ func (s *Savepoint) End(ctx context.Context, err error) error {
 	return nil
 }
 
-// Begin starts a transaction on db that stores can join (see NewContext).
-func Begin(ctx context.Context, db *sql.DB) (*Tx, error) {
+// begin starts a transaction on db that stores can join (see Lazy).
+func begin(ctx context.Context, db *sql.DB) (*Tx, error) {
 	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, err
@@ -227,7 +227,7 @@ func (l *Lazy) get(ctx context.Context) (*Tx, error) {
 	defer l.mu.Unlock()
 	if l.tx == nil && l.err == nil {
 		// Not ctx: a message's context ends with its handler, and the batch outlives it.
-		l.tx, l.err = Begin(context.WithoutCancel(ctx), l.db)
+		l.tx, l.err = begin(context.WithoutCancel(ctx), l.db)
 	}
 	return l.tx, l.err
 }
