@@ -486,6 +486,13 @@ func (s *SQL) AddSubJobs(ctx context.Context, jobID string, firstIndex int64, in
 }
 
 func (s *SQL) GetJob(ctx context.Context, id string) (*job.Job, error) {
+	if tx, ok := sqltx.FromContext(ctx, s.db); ok {
+		// A handler inside a log batch (the notifier looks up a job's tenant) reads on the batch's
+		// transaction: with a Kafka log every partition of every consumer group may hold an open batch,
+		// and together they can hold the whole pool, so waiting for a second connection could wait
+		// forever.
+		return scanJob(tx.StmtContext(ctx, s.stmts[qJob]).QueryRowContext(ctx, id))
+	}
 	return scanJob(s.stmts[qJob].QueryRowContext(ctx, id))
 }
 
