@@ -40,7 +40,7 @@ func TestSubJobsInABatch(t *testing.T) {
 					return err
 				}
 				return tx.Publish(ctx, job.Effects{Commands: []job.Message{
-					&job.RunSubJob{JobID: "bj-1", Index: 250, Attempt: 1},
+					&job.RunSubJobs{JobID: "bj-1", Runs: []job.SubJobRun{{Index: 250, Attempt: 1}}},
 				}})
 			})
 			// … the next Update sees them running, and completes one.
@@ -72,7 +72,7 @@ func TestSubJobsInABatch(t *testing.T) {
 				if err := tx.SaveSubJob(ctx, s); err != nil {
 					return err
 				}
-				if err := tx.Publish(ctx, job.Effects{Commands: []job.Message{&job.RunSubJob{JobID: "bj-1", Index: 261, Attempt: 2}}}); err != nil {
+				if err := tx.Publish(ctx, job.Effects{Commands: []job.Message{&job.RunSubJobs{JobID: "bj-1", Runs: []job.SubJobRun{{Index: 261, Attempt: 2}}}}}); err != nil {
 					return err
 				}
 				return errBoom

@@ -83,12 +83,12 @@ func Encode(msgs []job.Message) ([]*message.Message, error) {
 	return out, nil
 }
 
-// WorkTopic is the work queue of a command, by its CQRS name ("RunSubJob").
+// WorkTopic is the work queue of a command, by its CQRS name ("RunSubJobs").
 func WorkTopic(commandName string) string { return WorkTopicPrefix + commandName }
 
 // WorkTopics lists every work queue, for transports that declare queues up front.
 func WorkTopics() []string {
-	return []string{WorkTopic("RunStep1"), WorkTopic("RunSubJob"), WorkTopic("RunStep3")}
+	return []string{WorkTopic("RunStep1"), WorkTopic("RunSubJobs"), WorkTopic("RunStep3")}
 }
 
 // GroupCommands encodes commands and groups them by work queue, keeping their order within each queue.
@@ -113,6 +113,9 @@ type EventPublisher struct{ Publisher message.Publisher }
 
 // Publish implements worker.EventPublisher.
 func (p EventPublisher) Publish(ctx context.Context, events ...job.Message) error {
+	if len(events) == 0 {
+		return nil
+	}
 	msgs, err := Encode(events)
 	if err != nil {
 		return err

@@ -173,7 +173,7 @@ func TestScrapeReportsEveryMetric(t *testing.T) {
 		addJob(t, st, j.id, j.state, j.inFlight)
 	}
 	queuePub := sqlite.NewQueuePublisher(db)
-	subJobTopic := messaging.WorkTopic("RunSubJob")
+	subJobTopic := messaging.WorkTopic("RunSubJobs")
 	for range 3 {
 		if err := queuePub.Publish(subJobTopic, message.NewMessage(watermill.NewUUID(), []byte(`{}`))); err != nil {
 			t.Fatal(err)

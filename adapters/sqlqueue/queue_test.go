@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const topic = "jobmill.work.RunSubJob"
+const topic = "jobmill.work.RunSubJobs"
 
 // server is one database under test; second opens another pool on it, standing in for another process.
 type server struct {

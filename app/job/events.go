@@ -155,11 +155,17 @@ type RunStep1 struct {
 	Input   []byte `json:"input,omitempty"`
 }
 
-// RunSubJob asks a worker to run one attempt of one sub-job.
-type RunSubJob struct {
-	JobID   string `json:"job_id"`
-	Tenant  string `json:"tenant"`
-	Type    string `json:"type"`
+// RunSubJobs asks a worker to run one attempt of each of some sub-jobs of one job, one after another.
+// Carrying several sub-jobs per message divides the queue traffic of large jobs (Policy.CommandSize).
+type RunSubJobs struct {
+	JobID  string      `json:"job_id"`
+	Tenant string      `json:"tenant"`
+	Type   string      `json:"type"`
+	Runs   []SubJobRun `json:"runs"`
+}
+
+// SubJobRun is one attempt of one sub-job inside RunSubJobs.
+type SubJobRun struct {
 	Index   int64  `json:"index"`
 	Attempt int    `json:"attempt"`
 	Input   []byte `json:"input,omitempty"`
@@ -187,7 +193,7 @@ func (e Step3Completed) JobKey() string       { return e.JobID }
 func (e StepFailed) JobKey() string           { return e.JobID }
 func (e Tick) JobKey() string                 { return e.JobID }
 func (c RunStep1) JobKey() string             { return c.JobID }
-func (c RunSubJob) JobKey() string            { return c.JobID }
+func (c RunSubJobs) JobKey() string           { return c.JobID }
 func (c RunStep3) JobKey() string             { return c.JobID }
 
 // LogEvents lists one value of every event that travels on the event log, for consumers that handle
@@ -201,4 +207,4 @@ func LogEvents() []Message {
 }
 
 // WorkCommands lists one value of every command of the work queues.
-func WorkCommands() []Message { return []Message{RunStep1{}, RunSubJob{}, RunStep3{}} }
+func WorkCommands() []Message { return []Message{RunStep1{}, RunSubJobs{}, RunStep3{}} }

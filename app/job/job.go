@@ -1,6 +1,7 @@
 package job
 
 import (
+	"slices"
 	"errors"
 	"fmt"
 	"time"
@@ -367,7 +368,7 @@ func (j *Job) retry(s *SubJob, now time.Time) Message {
 	s.State = SubJobRunning
 	s.Deadline = now.Add(j.Policy.SubJobTimeout)
 	s.NextAttemptAt = time.Time{}
-	return RunSubJob{JobID: j.ID, Tenant: j.Tenant, Type: j.Type, Index: s.Index, Attempt: s.Attempt, Input: s.Input}
+	return RunSubJobs{JobID: j.ID, Tenant: j.Tenant, Type: j.Type, Runs: []SubJobRun{{Index: s.Index, Attempt: s.Attempt, Input: s.Input}}}
 }
 
 // RetryFailedSubJob gives a sub-job that failed for good one more attempt (attempt numbers keep counting
@@ -499,11 +500,22 @@ type SubJob struct {
 	FinishedAt    time.Time
 }
 
-// Dispatch starts the first attempt of a pending sub-job and returns the command for it.
-func (j *Job) Dispatch(s *SubJob, now time.Time) Message {
-	s.State = SubJobRunning
-	s.Attempt = 1
-	s.StartedAt = now
-	s.Deadline = now.Add(j.Policy.SubJobTimeout)
-	return RunSubJob{JobID: j.ID, Tenant: j.Tenant, Type: j.Type, Index: s.Index, Attempt: 1, Input: s.Input}
+// Dispatch starts the first attempt of pending sub-jobs and returns the commands for them, each carrying
+// up to Policy.CommandSize sub-jobs. A worker runs a command's sub-jobs one after another, so each
+// attempt's deadline allows for the whole command; the worker still cuts every attempt at SubJobTimeout.
+func (j *Job) Dispatch(subs []*SubJob, now time.Time) []Message {
+	var cmds []Message
+	for chunk := range slices.Chunk(subs, j.Policy.CommandSize(j.Total)) {
+		deadline := now.Add(time.Duration(len(chunk)) * j.Policy.SubJobTimeout)
+		runs := make([]SubJobRun, len(chunk))
+		for i, s := range chunk {
+			s.State = SubJobRunning
+			s.Attempt = 1
+			s.StartedAt = now
+			s.Deadline = deadline
+			runs[i] = SubJobRun{Index: s.Index, Attempt: 1, Input: s.Input}
+		}
+		cmds = append(cmds, RunSubJobs{JobID: j.ID, Tenant: j.Tenant, Type: j.Type, Runs: runs})
+	}
+	return cmds
 }

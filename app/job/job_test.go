@@ -85,6 +85,7 @@ type step2 struct {
 	window int
 	now    time.Time
 	fx     job.Effects
+	cmds   []job.Message // the first window's commands
 }
 
 func startStep2(t *testing.T, p job.Policy, total int64, window int) *step2 {
@@ -101,22 +102,22 @@ func startStep2(t *testing.T, p job.Policy, total int64, window int) *step2 {
 	fx, o := j.CompleteStep1(total, window, s.now)
 	wantOutcome(t, o, job.Applied)
 	s.fx = fx
-	s.dispatch(t, fx)
+	s.cmds = s.dispatch(t, fx)
 	return s
 }
 
 // dispatch starts every sub-job of fx.Dispatch, like the manager does, and returns the commands.
 func (s *step2) dispatch(t *testing.T, fx job.Effects) []job.Message {
 	t.Helper()
-	var cmds []job.Message
+	var pending []*job.SubJob
 	for i := fx.Dispatch.From; i < fx.Dispatch.To; i++ {
 		sub := s.subs[i]
 		if sub.State != job.SubJobPending {
 			t.Fatalf("dispatch of sub-job %d in state %s", i, sub.State)
 		}
-		cmds = append(cmds, s.j.Dispatch(sub, s.now))
+		pending = append(pending, sub)
 	}
-	return cmds
+	return s.j.Dispatch(pending, s.now)
 }
 
 func (s *step2) succeed(t *testing.T, i int64) (job.Effects, job.Outcome) {
@@ -266,6 +267,52 @@ func TestCompleteStep1(t *testing.T) {
 			t.Errorf("late CompleteStep1 changed the job: %s %+v", j.State, fx)
 		}
 	})
+}
+
+func TestDispatchGroupsSubJobsIntoCommands(t *testing.T) {
+	tests := []struct {
+		name       string
+		perCommand int
+		total      int64
+		window     int
+		want       []int // sub-jobs per command of the first window
+	}{
+		{"one per command", 1, 5, 5, []int{1, 1, 1, 1, 1}},
+		{"even chunks", 2, 4, 4, []int{2, 2}},
+		{"last chunk smaller", 3, 7, 7, []int{3, 3, 1}},
+		{"window smaller than a chunk", 8, 20, 5, []int{5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testPolicy()
+			p.SubJobsPerCommand = tt.perCommand
+			s := startStep2(t, p, tt.total, tt.window)
+			var sizes []int
+			next := int64(0)
+			for _, c := range s.cmds {
+				rc := c.(job.RunSubJobs)
+				sizes = append(sizes, len(rc.Runs))
+				if rc.JobID != s.j.ID || rc.Tenant != s.j.Tenant || rc.Type != s.j.Type {
+					t.Fatalf("command = %+v", rc)
+				}
+				for _, r := range rc.Runs {
+					sub := s.subs[r.Index]
+					if r.Index != next || r.Attempt != 1 || string(r.Input) != string(sub.Input) {
+						t.Fatalf("run %+v, want index %d attempt 1", r, next)
+					}
+					// The command's runs go one after another: each deadline allows for all of them.
+					wantDeadline := s.now.Add(time.Duration(len(rc.Runs)) * p.SubJobTimeout)
+					if sub.State != job.SubJobRunning || sub.Attempt != 1 || !sub.Deadline.Equal(wantDeadline) {
+						t.Fatalf("sub-job %d after dispatch = %+v, want running until %s", r.Index, sub, wantDeadline)
+					}
+					next++
+				}
+			}
+			if fmt.Sprint(sizes) != fmt.Sprint(tt.want) {
+				t.Fatalf("command sizes = %v, want %v", sizes, tt.want)
+			}
+		})
+	}
 }
 
 func TestSubJobSucceeded(t *testing.T) {
@@ -418,7 +465,7 @@ func TestSubJobFailedRetriesWithBackoff(t *testing.T) {
 		if len(fx.Commands) != 1 {
 			t.Fatalf("RetryDue commands = %v", fx.Commands)
 		}
-		if cmd := fx.Commands[0].(job.RunSubJob); cmd.Index != 0 || cmd.Attempt != attempt+1 || string(cmd.Input) != "\x00" {
+		if cmd := onlyRun(t, fx.Commands[0]); cmd.Index != 0 || cmd.Attempt != attempt+1 || string(cmd.Input) != "\x00" {
 			t.Fatalf("retry command = %+v", cmd)
 		}
 		if sub.State != job.SubJobRunning || sub.Attempt != attempt+1 || !sub.Deadline.Equal(s.now.Add(time.Minute)) || !sub.NextAttemptAt.IsZero() {
@@ -453,7 +500,7 @@ func TestSubJobFailedStaleAttempt(t *testing.T) {
 	s := startStep2(t, immediate(testPolicy()), 1, 10)
 	fx, o := s.failAttempt(t, 0, 1)
 	wantOutcome(t, o, job.Applied)
-	if len(fx.Commands) != 1 || fx.Commands[0].(job.RunSubJob).Attempt != 2 {
+	if len(fx.Commands) != 1 || onlyRun(t, fx.Commands[0]).Attempt != 2 {
 		t.Fatalf("zero backoff did not retry at once: %+v", fx)
 	}
 	for _, attempt := range []int{1, 3, 0} {
@@ -551,7 +598,7 @@ func TestSubJobTimedOut(t *testing.T) {
 		s := startStep2(t, immediate(testPolicy()), 1, 10)
 		fx, o := s.j.SubJobTimedOut(s.subs[0], s.window, s.subs[0].Deadline.Add(time.Second))
 		wantOutcome(t, o, job.Applied)
-		if len(fx.Commands) != 1 || fx.Commands[0].(job.RunSubJob).Attempt != 2 || s.j.Retries != 1 {
+		if len(fx.Commands) != 1 || onlyRun(t, fx.Commands[0]).Attempt != 2 || s.j.Retries != 1 {
 			t.Fatalf("fx = %+v", fx)
 		}
 	})
@@ -837,4 +884,14 @@ func TestSeqStrictlyIncreasing(t *testing.T) {
 	if got := fmt.Sprint(eventTypes(all)); got != "[job.JobStarted job.AttemptTimedOut job.Step2Started job.JobFailed]" {
 		t.Errorf("events = %s", got)
 	}
+}
+
+// onlyRun is the one sub-job attempt a retry command carries.
+func onlyRun(t *testing.T, c job.Message) job.SubJobRun {
+	t.Helper()
+	rc, ok := c.(job.RunSubJobs)
+	if !ok || len(rc.Runs) != 1 {
+		t.Fatalf("command = %+v, want RunSubJobs with one run", c)
+	}
+	return rc.Runs[0]
 }

@@ -22,6 +22,28 @@ type Policy struct {
 	ToleratedFailures int64 `json:"tolerated_failures"`
 	// ToleratedFailurePercent is the same as a share of all sub-jobs (0–100); the larger allowance wins.
 	ToleratedFailurePercent float64 `json:"tolerated_failure_percent"`
+	// SubJobsPerCommand is the most sub-jobs one work-queue command carries; a worker runs them one after
+	// another and reports them together. 0 chooses by job size (see CommandSize); 1 sends one per command.
+	SubJobsPerCommand int `json:"subjobs_per_command,omitempty"`
+}
+
+// Automatic command sizing: a job is split into at least autoMinCommands commands, so that a large worker
+// pool still has work for every slot, and a command never carries more than autoMaxPerCommand sub-jobs.
+const (
+	autoMinCommands   = 1024
+	autoMaxPerCommand = 32
+	// MaxSubJobsPerCommand bounds an explicit setting: a command is one message on the work queue.
+	MaxSubJobsPerCommand = 1000
+)
+
+// CommandSize is how many sub-jobs of a job of total sub-jobs go into one command. Small jobs get one
+// sub-job per command (all their sub-jobs can run in parallel); large ones carry up to 32, which divides
+// the queue traffic per sub-job by as much without leaving workers idle.
+func (p Policy) CommandSize(total int64) int {
+	if p.SubJobsPerCommand > 0 {
+		return p.SubJobsPerCommand
+	}
+	return int(min(max(total/autoMinCommands, 1), autoMaxPerCommand))
 }
 
 // Backoff is an exponential delay between attempts: Initial, then ×Multiplier, capped at Max.
@@ -79,6 +101,9 @@ func (p Policy) Validate() error {
 	}
 	if p.ToleratedFailures < 0 {
 		errs = append(errs, fmt.Errorf("tolerated failures must not be negative (got %d)", p.ToleratedFailures))
+	}
+	if p.SubJobsPerCommand < 0 || p.SubJobsPerCommand > MaxSubJobsPerCommand {
+		errs = append(errs, fmt.Errorf("subjobs per command must be within 0–%d, 0 for automatic (got %d)", MaxSubJobsPerCommand, p.SubJobsPerCommand))
 	}
 	if !(p.ToleratedFailurePercent >= 0 && p.ToleratedFailurePercent <= 100) { // NaN fails too
 		errs = append(errs, fmt.Errorf("tolerated failure percent must be within 0–100 (got %g)", p.ToleratedFailurePercent))

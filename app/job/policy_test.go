@@ -86,6 +86,9 @@ func TestPolicyValidate(t *testing.T) {
 		{"negative tolerated", func(p *job.Policy) { p.ToleratedFailures = -1 }, []string{"tolerated failures"}},
 		{"negative percent", func(p *job.Policy) { p.ToleratedFailurePercent = -0.1 }, []string{"percent"}},
 		{"percent above 100", func(p *job.Policy) { p.ToleratedFailurePercent = 100.5 }, []string{"percent"}},
+		{"explicit command size", func(p *job.Policy) { p.SubJobsPerCommand = job.MaxSubJobsPerCommand }, nil},
+		{"negative command size", func(p *job.Policy) { p.SubJobsPerCommand = -1 }, []string{"subjobs per command"}},
+		{"command size above the bound", func(p *job.Policy) { p.SubJobsPerCommand = job.MaxSubJobsPerCommand + 1 }, []string{"subjobs per command"}},
 		{"every error is reported", func(p *job.Policy) { *p = job.Policy{ToleratedFailures: -1} },
 			[]string{"subjob timeout", "step timeout", "max attempts", "backoff", "tolerated failures"}},
 	}
@@ -138,6 +141,31 @@ func TestPolicyWithDefaults(t *testing.T) {
 	}
 }
 
+func TestCommandSize(t *testing.T) {
+	tests := []struct {
+		name     string
+		explicit int
+		total    int64
+		want     int
+	}{
+		{"empty job", 0, 0, 1},
+		{"small job: one sub-job per command", 0, 1000, 1},
+		{"at least 1,024 commands", 0, 2047, 1},
+		{"twice that: two per command", 0, 2048, 2},
+		{"10,000 sub-jobs", 0, 10_000, 9},
+		{"capped at 32", 0, 1_000_000, 32},
+		{"explicit wins over size", 5, 10, 5},
+		{"explicit one", 1, 1_000_000, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := (job.Policy{SubJobsPerCommand: tt.explicit}).CommandSize(tt.total); got != tt.want {
+				t.Fatalf("CommandSize(%d) with %d per command = %d, want %d", tt.total, tt.explicit, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestFailureAllowance(t *testing.T) {
 	tests := []struct {
 		count   int64
@@ -167,7 +195,7 @@ func TestFailureAllowance(t *testing.T) {
 
 func TestEffectsMerge(t *testing.T) {
 	ev := func(id string) job.Message { return job.JobCompleted{JobID: id} }
-	cmd := func(i int64) job.Message { return job.RunSubJob{JobID: "j", Index: i, Attempt: 1} }
+	cmd := func(i int64) job.Message { return job.RunSubJobs{JobID: "j", Runs: []job.SubJobRun{{Index: i, Attempt: 1}}} }
 	tests := []struct {
 		name   string
 		a, b   job.Effects

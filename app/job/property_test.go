@@ -118,13 +118,15 @@ func (m *model) apply(in input) (job.Effects, job.Outcome, error) {
 	case inStep3Done:
 		fx, o = j.CompleteStep3([]byte("out"), in.at)
 	}
+	var pending []*job.SubJob
 	for i := fx.Dispatch.From; i < fx.Dispatch.To; i++ {
 		s, ok := m.subs[i]
 		if !ok || s.State != job.SubJobPending {
 			return fx, o, fmt.Errorf("dispatch of sub-job %d which is not pending (%v)", i, s)
 		}
-		fx.Commands = append(fx.Commands, j.Dispatch(s, in.at))
+		pending = append(pending, s)
 	}
+	fx.Commands = append(fx.Commands, j.Dispatch(pending, in.at)...)
 	return fx, o, nil
 }
 
@@ -178,6 +180,7 @@ func drawParams(t *rapid.T) simParams {
 		Backoff:                 job.Backoff{Initial: 0, Multiplier: 1},
 		ToleratedFailures:       rapid.Int64Range(0, 10).Draw(t, "toleratedFailures"),
 		ToleratedFailurePercent: rapid.SampledFrom([]float64{0, 5, 20, 50, 100}).Draw(t, "toleratedPercent"),
+		SubJobsPerCommand:       rapid.IntRange(0, 5).Draw(t, "subjobsPerCommand"),
 	}
 	if rapid.IntRange(0, 3).Draw(t, "withBackoff") == 0 {
 		// Occasionally a real backoff, so ticks must also start due retries.
@@ -195,7 +198,7 @@ type run struct {
 	log    []input       // every message consumed, in order
 	events []job.Message // every event emitted, in order
 	// queue holds commands sent to workers and not yet run; pool holds reports not yet consumed.
-	queue []job.RunSubJob
+	queue []job.SubJobRun
 	pool  []input
 
 	dispatched map[int64]int // attempt-1 dispatches per index
@@ -258,14 +261,22 @@ func (r *run) observe(t *rapid.T, fx job.Effects) {
 		t.Fatalf("Step2Completed %d times, JobFailed %d times", r.step2Done, r.jobFailed)
 	}
 	for _, c := range fx.Commands {
-		if sc, ok := c.(job.RunSubJob); ok {
-			if sc.Attempt == 1 {
-				r.dispatched[sc.Index]++
-				if r.dispatched[sc.Index] > 1 {
-					t.Fatalf("sub-job %d dispatched %d times", sc.Index, r.dispatched[sc.Index])
+		sc, ok := c.(job.RunSubJobs)
+		if !ok {
+			continue
+		}
+		if size := r.m.j.Policy.CommandSize(r.m.total); len(sc.Runs) == 0 || len(sc.Runs) > size {
+			t.Fatalf("command with %d sub-jobs, want 1..%d", len(sc.Runs), size)
+		}
+		for _, run := range sc.Runs {
+			if run.Attempt == 1 {
+				r.dispatched[run.Index]++
+				if r.dispatched[run.Index] > 1 {
+					t.Fatalf("sub-job %d dispatched %d times", run.Index, r.dispatched[run.Index])
 				}
 			}
-			r.queue = append(r.queue, sc)
+			// Each attempt of a command is run, lost or reported on its own: a worker may crash half-way.
+			r.queue = append(r.queue, run)
 		}
 	}
 }

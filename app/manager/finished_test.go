@@ -37,7 +37,7 @@ func TestSubJobObserverCountsFinalOutcomesOnce(t *testing.T) {
 	p.MaxAttempts, p.ToleratedFailures = 2, 10
 	f.startStep2("job-f", p, 4)
 	_, cmds := f.store.published()
-	runs := ofType[job.RunSubJob](cmds)
+	runs := runsOf(cmds)
 	ctx := context.Background()
 	steps := []struct {
 		name         string

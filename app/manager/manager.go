@@ -142,10 +142,7 @@ func (m *Manager) dispatch(ctx context.Context, tx job.Tx, j *job.Job, r job.Ran
 	if int64(len(subs)) != r.Len() {
 		return nil, &missingSubJobsError{jobID: j.ID, r: r, found: len(subs)}
 	}
-	cmds := make([]job.Message, len(subs))
-	for i, s := range subs {
-		cmds[i] = j.Dispatch(s, now)
-	}
+	cmds := j.Dispatch(subs, now)
 	if err := tx.SaveDispatched(ctx, subs); err != nil {
 		return nil, fmt.Errorf("dispatch sub-jobs of job %s: %w", j.ID, err)
 	}

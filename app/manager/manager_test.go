@@ -566,7 +566,24 @@ func ofType[T job.Message](msgs []job.Message) []T {
 	return out
 }
 
-func completed(c job.RunSubJob) *job.Step2SubjobCompleted {
+// subJobRun is one sub-job attempt sent to the workers, with its job.
+type subJobRun struct {
+	JobID string
+	job.SubJobRun
+}
+
+// runsOf lists the sub-job attempts of the RunSubJobs commands among msgs, in order.
+func runsOf(msgs []job.Message) []subJobRun {
+	var out []subJobRun
+	for _, c := range ofType[job.RunSubJobs](msgs) {
+		for _, r := range c.Runs {
+			out = append(out, subJobRun{JobID: c.JobID, SubJobRun: r})
+		}
+	}
+	return out
+}
+
+func completed(c subJobRun) *job.Step2SubjobCompleted {
 	return &job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: []byte(fmt.Sprintf("r%d", c.Index))}
 }
 
@@ -614,19 +631,17 @@ func TestFullFlow(t *testing.T) {
 	f.must(f.m.OnStep1Completed(f.ctx, s1))
 	f.must(f.m.OnStep1Completed(f.ctx, s1))
 
-	// Workers: every RunSubJob reports twice; reports are consumed in random order.
+	// Workers: every sub-job run reports twice; reports are consumed in random order.
 	rng := rand.New(rand.NewPCG(1, 2))
 	var pool []*job.Step2SubjobCompleted
 	seen := 0 // commands already handed to workers
 	take := func() {
 		_, cmds := f.store.published()
-		for _, c := range cmds[seen:] {
-			if rc, ok := c.(job.RunSubJob); ok {
-				if rc.Attempt != 1 || string(rc.Input) != fmt.Sprintf("in%d", rc.Index) {
-					t.Fatalf("unexpected command %+v", rc)
-				}
-				pool = append(pool, completed(rc), completed(rc))
+		for _, rc := range runsOf(cmds[seen:]) {
+			if rc.Attempt != 1 || string(rc.Input) != fmt.Sprintf("in%d", rc.Index) {
+				t.Fatalf("unexpected command %+v", rc)
 			}
+			pool = append(pool, completed(rc), completed(rc))
 		}
 		seen = len(cmds)
 	}
@@ -651,8 +666,8 @@ func TestFullFlow(t *testing.T) {
 	if len(closed) != 1 || closed[0].Succeeded != total || closed[0].Failed != 0 {
 		t.Fatalf("Step2Completed = %+v", closed)
 	}
-	if n := len(ofType[job.RunSubJob](cmds)); n != total {
-		t.Fatalf("%d RunSubJob commands, want %d", n, total)
+	if n := len(runsOf(cmds)); n != total {
+		t.Fatalf("%d sub-job runs sent, want %d", n, total)
 	}
 	j := f.store.job(t, "job-1")
 	if j.State != job.StateStep3Running || j.Succeeded != total || j.Duplicates+j.Late != total || j.InFlight != 0 {
@@ -758,11 +773,9 @@ func TestConcurrentCompletions(t *testing.T) {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		for _, c := range cmds[seen:] {
-			if rc, ok := c.(job.RunSubJob); ok {
-				for range 3 {
-					work <- completed(rc)
-				}
+		for _, rc := range runsOf(cmds[seen:]) {
+			for range 3 {
+				work <- completed(rc)
 			}
 		}
 		seen = len(cmds)
@@ -877,7 +890,7 @@ func TestTickTimesOutSubJob(t *testing.T) {
 		f.clock.Advance(time.Nanosecond)
 		f.must(f.m.OnTick(f.ctx, &job.Tick{JobID: "job-t"}))
 		_, cmds = f.store.published()
-		retries := ofType[job.RunSubJob](cmds[n:])
+		retries := runsOf(cmds[n:])
 		if len(retries) != 1 || retries[0].Index != 0 || retries[0].Attempt != 2 || string(retries[0].Input) != "\x00" {
 			t.Fatalf("tick sent %+v", cmds[n:])
 		}
@@ -924,7 +937,7 @@ func TestTickTimesOutSubJob(t *testing.T) {
 		f.clock.Advance(5 * time.Second)
 		f.must(f.m.OnTick(f.ctx, &job.Tick{JobID: "job-b"}))
 		_, cmds = f.store.published()
-		if r := ofType[job.RunSubJob](cmds[n:]); len(r) != 1 || r[0].Attempt != 2 {
+		if r := runsOf(cmds[n:]); len(r) != 1 || r[0].Attempt != 2 {
 			t.Fatalf("tick sent %v", cmds[n:])
 		}
 	})
@@ -972,7 +985,7 @@ func TestSubJobFailures(t *testing.T) {
 	}
 	_, cmds := f.store.published()
 	var attempts []int
-	for _, c := range ofType[job.RunSubJob](cmds) {
+	for _, c := range runsOf(cmds) {
 		if c.Index == 0 {
 			attempts = append(attempts, c.Attempt)
 		}
@@ -1114,7 +1127,7 @@ func TestTickRefillsWindow(t *testing.T) {
 	f.must(f.m.OnTick(f.ctx, &job.Tick{JobID: "job-w"}))
 	_, cmds = f.store.published()
 	var got []string
-	for _, c := range ofType[job.RunSubJob](cmds[n:]) {
+	for _, c := range runsOf(cmds[n:]) {
 		got = append(got, fmt.Sprintf("%d#%d", c.Index, c.Attempt))
 	}
 	if fmt.Sprint(got) != "[2#1 3#1]" {

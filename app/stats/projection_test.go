@@ -358,7 +358,7 @@ func TestReportRules(t *testing.T) {
 				ev("s3", job.Step3Completed{JobID: id, Attempt: 2, At: at(4)})},
 			want{attempts: 2, retries: 1, errors: []stats.ErrorCount{{Error: "no disk", Count: 1}}}},
 		{"ticks and commands change nothing",
-			[]statstest.Event{started, ev("t", job.Tick{JobID: id, At: at(5)}), ev("c", job.RunSubJob{JobID: id, Index: 0, Attempt: 1})},
+			[]statstest.Event{started, ev("t", job.Tick{JobID: id, At: at(5)}), ev("c", job.RunSubJobs{JobID: id, Runs: []job.SubJobRun{{Index: 0, Attempt: 1}}})},
 			want{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

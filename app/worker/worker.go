@@ -113,33 +113,65 @@ func (w *Worker) step1(ctx context.Context, def jobtype.Definition, sc jobtype.S
 	return total, flush()
 }
 
-// RunSubJob runs one attempt of one sub-job and reports its outcome.
-func (w *Worker) RunSubJob(ctx context.Context, c *job.RunSubJob) error {
+// reportEvery bounds how long a command's finished sub-jobs wait to be reported while its other sub-jobs
+// run: progress stays visible for slow sub-jobs, while fast ones are reported in one publish.
+const reportEvery = time.Second
+
+// RunSubJobs runs one attempt of each sub-job of the command, one after another, and reports their
+// outcomes, together where they finish close together.
+func (w *Worker) RunSubJobs(ctx context.Context, c *job.RunSubJobs) error {
 	def, err := w.types.Get(c.Type)
 	if err != nil {
-		return w.events.Publish(ctx, job.Step2SubjobFailed{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Error: err.Error(), At: w.now()})
+		reports := make([]job.Message, len(c.Runs))
+		for i, r := range c.Runs {
+			reports[i] = job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Error: err.Error(), At: w.now()}
+		}
+		return w.events.Publish(ctx, reports...)
 	}
-	if w.jobEnded(ctx, c.JobID) {
-		return nil // cancelled or failed: its results would be ignored anyway
+	var reports []job.Message
+	lastReport := w.now()
+	for _, r := range c.Runs {
+		if w.jobEnded(ctx, c.JobID) {
+			break // cancelled or failed: its results would be ignored anyway
+		}
+		report, err := w.runSubJob(ctx, def, c, r)
+		if err != nil { // shutting down: report what finished, let the queue redeliver the command
+			return errors.Join(err, w.events.Publish(context.WithoutCancel(ctx), reports...))
+		}
+		reports = append(reports, report...)
+		if now := w.now(); now.Sub(lastReport) >= reportEvery {
+			if err := w.events.Publish(ctx, reports...); err != nil {
+				return err
+			}
+			reports, lastReport = nil, now
+		}
 	}
-	sc := jobtype.SubJobContext{JobID: c.JobID, Tenant: c.Tenant, Index: c.Index, Attempt: c.Attempt, IdempotencyKey: jobtype.SubJobKey(c.JobID, c.Index)}
+	if len(reports) == 0 {
+		return nil
+	}
+	return w.events.Publish(ctx, reports...)
+}
+
+// runSubJob runs one attempt and returns its report; an error only when the worker is shutting down.
+func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.RunSubJobs, r job.SubJobRun) ([]job.Message, error) {
+	sc := jobtype.SubJobContext{JobID: c.JobID, Tenant: c.Tenant, Index: r.Index, Attempt: r.Attempt, IdempotencyKey: jobtype.SubJobKey(c.JobID, r.Index)}
 	runCtx, cancel := context.WithTimeout(ctx, def.Policy.SubJobTimeout)
 	defer cancel()
 	started := w.now()
-	result, err := runSubJob(runCtx, def, sc, c.Input)
+	result, err := runSubJob(runCtx, def, sc, r.Input)
 	ended := w.now()
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return w.events.Publish(ctx, job.Step2SubjobFailed{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Error: err.Error(),
-			At: ended, Duration: ended.Sub(started)})
+		return []job.Message{job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Error: err.Error(),
+			At: ended, Duration: ended.Sub(started)}}, nil
 	}
-	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: c.Index, Attempt: c.Attempt, Result: result, At: ended, Duration: ended.Sub(started)}
-	if def.ReportTwice != nil && def.ReportTwice(c.Input) {
-		return w.events.Publish(ctx, done, done)
+	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Result: result, At: ended, Duration: ended.Sub(started)}
+	if def.ReportTwice != nil && def.ReportTwice(r.Input) {
+		return []job.Message{done, done}, nil
 	}
-	return w.events.Publish(ctx, done)
+	return []job.Message{done}, nil
 }
 
 func runSubJob(ctx context.Context, def jobtype.Definition, sc jobtype.SubJobContext, input []byte) (result []byte, err error) {

@@ -118,7 +118,7 @@ func addWorkers(r *message.Router, a app.Application, tr Transport, cfg Config, 
 			return messaging.WorkTopic(p.CommandName), nil
 		},
 		SubscriberConstructor: func(p cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
-			if p.HandlerName == "RunSubJob" {
+			if p.HandlerName == "RunSubJobs" {
 				return tr.QueueSubscriber(cfg.Workers)
 			}
 			return tr.QueueSubscriber(stepWorkers)
@@ -132,7 +132,7 @@ func addWorkers(r *message.Router, a app.Application, tr Transport, cfg Config, 
 	w := a.Worker
 	return cp.AddHandlers(
 		cqrs.NewCommandHandler("RunStep1", w.RunStep1),
-		cqrs.NewCommandHandler("RunSubJob", w.RunSubJob),
+		cqrs.NewCommandHandler("RunSubJobs", w.RunSubJobs),
 		cqrs.NewCommandHandler("RunStep3", w.RunStep3),
 	)
 }

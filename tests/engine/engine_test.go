@@ -465,7 +465,7 @@ func TestCancelStopsDispatch(t *testing.T) {
 	db := openSide(t, path)
 	waitUntil(t, "the cancelled job's queued sub-jobs drained", func() bool {
 		var left int
-		if err := db.Read.QueryRow(`SELECT COUNT(*) FROM jobmill_queue WHERE topic = 'jobmill.work.RunSubJob'`).Scan(&left); err != nil {
+		if err := db.Read.QueryRow(`SELECT COUNT(*) FROM jobmill_queue WHERE topic = 'jobmill.work.RunSubJobs'`).Scan(&left); err != nil {
 			t.Fatal(err)
 		}
 		return left == 0

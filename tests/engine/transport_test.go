@@ -82,7 +82,7 @@ func TestMalformedMessagesGoToPoison(t *testing.T) {
 		{rawMessage(`{"job_id":"j1","index":1}`, ""), messaging.EventsTopic, "no message name"},
 		{rawMessage(`{"job_id":"j1"}`, "Bogus"), messaging.EventsTopic, "unknown message name"},
 		{rawMessage(`{"index":1,"attempt":1}`, "Step2SubjobCompleted"), messaging.EventsTopic, "job id"},
-		{rawMessage("\x00garbage", "RunSubJob"), messaging.WorkTopic("RunSubJob"), "cannot decode"},
+		{rawMessage("\x00garbage", "RunSubJobs"), messaging.WorkTopic("RunSubJobs"), "cannot decode"},
 		{rawMessage(`{"job_id":"j1"}`, "Bogus"), messaging.WorkTopic("RunStep1"), "unknown message name"},
 	}
 	for _, b := range bads {

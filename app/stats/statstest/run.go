@@ -59,7 +59,7 @@ type script struct {
 	now    time.Time
 	events []Event
 	subs   map[int64]*job.SubJob
-	queue  []job.RunSubJob
+	queue  []job.SubJobRun
 	late   []job.Step2SubjobCompleted
 	// reports counts sub-job reports, for CancelAfter.
 	reports int
@@ -125,21 +125,30 @@ func (s *script) manager(fx job.Effects, _ job.Outcome) {
 		s.emit(e)
 	}
 	for _, c := range fx.Commands {
-		if c, ok := c.(job.RunSubJob); ok {
-			s.queue = append(s.queue, c)
-		}
+		s.enqueue(c)
 	}
+	var subs []*job.SubJob
 	for i := fx.Dispatch.From; i < fx.Dispatch.To; i++ {
 		sj := &job.SubJob{JobID: s.r.JobID, Index: i, State: job.SubJobPending}
 		s.subs[i] = sj
-		s.queue = append(s.queue, s.j.Dispatch(sj, s.now).(job.RunSubJob))
+		subs = append(subs, sj)
+	}
+	for _, c := range s.j.Dispatch(subs, s.now) {
+		s.enqueue(c)
+	}
+}
+
+// enqueue queues a command's sub-job attempts; workers run them one by one.
+func (s *script) enqueue(c job.Message) {
+	if c, ok := c.(job.RunSubJobs); ok {
+		s.queue = append(s.queue, c.Runs...)
 	}
 }
 
 func every(k int, i int64) bool { return k > 0 && i%int64(k) == 0 }
 
 // run is a worker running one attempt, and the manager's reaction to its report.
-func (s *script) run(c job.RunSubJob) {
+func (s *script) run(c job.SubJobRun) {
 	r, j, sj := s.r, s.j, s.subs[c.Index]
 	if r.CancelAfter > 0 && s.reports == r.CancelAfter && !j.State.Terminal() {
 		fx, err := j.Cancel("cancelled by the test", s.now)
