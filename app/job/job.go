@@ -1,9 +1,9 @@
 package job
 
 import (
-	"slices"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 

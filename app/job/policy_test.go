@@ -195,7 +195,9 @@ func TestFailureAllowance(t *testing.T) {
 
 func TestEffectsMerge(t *testing.T) {
 	ev := func(id string) job.Message { return job.JobCompleted{JobID: id} }
-	cmd := func(i int64) job.Message { return job.RunSubJobs{JobID: "j", Runs: []job.SubJobRun{{Index: i, Attempt: 1}}} }
+	cmd := func(i int64) job.Message {
+		return job.RunSubJobs{JobID: "j", Runs: []job.SubJobRun{{Index: i, Attempt: 1}}}
+	}
 	tests := []struct {
 		name   string
 		a, b   job.Effects

@@ -168,7 +168,7 @@ func TestProjectionsLiveMetricsAndRebuild(t *testing.T) {
 		"jobmill_fanin_latency_seconds|count":                                                   func(v float64) bool { return v == 1 },
 		"jobmill_dedup_hits_total|kind=duplicate":                                               func(v float64) bool { return v > 0 },
 		"jobmill_consumer_lag_messages|consumer=manager|topic=jobmill.events":                   func(v float64) bool { return v == 0 },
-		"jobmill_consumer_lag_messages|consumer=workers|topic=jobmill.work.RunSubJobs":           func(v float64) bool { return v == 0 },
+		"jobmill_consumer_lag_messages|consumer=workers|topic=jobmill.work.RunSubJobs":          func(v float64) bool { return v == 0 },
 		"jobmill_router_handler_execution_time_seconds|handler_name=manager|success=true|count": func(v float64) bool { return v > 10000 },
 		"jobmill_stats_subjobs|outcome=succeeded|type=synthetic":                                func(v float64) bool { return v == 10000 },
 		"jobmill_stats_subjob_duration_seconds|quantile=0.99|type=synthetic":                    func(v float64) bool { return v >= 0 },
