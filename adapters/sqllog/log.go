@@ -40,8 +40,11 @@ const (
 const (
 	// BatchSize is how many messages a subscriber reads per transaction. The offsets adapters store the
 	// offset of the last message acked in order, so a batch cut short (Nack deadline, Close) commits only
-	// what was acked and nothing is skipped; a larger batch costs only a longer transaction.
-	BatchSize = 100
+	// what was acked and nothing is skipped; a larger batch costs only a longer transaction. 32, not more:
+	// a worker's report message carries up to a command's worth of reports (32), and the batch's staged
+	// writes flush before its commit, so a larger batch delays the commit of the reaction that closes
+	// step 2 (100 gave a 22–28 ms fan-in on PostgreSQL, 32 gives 9–15 ms, at the same throughput).
+	BatchSize = 32
 
 	pollInterval   = 10 * time.Millisecond
 	resendInterval = 100 * time.Millisecond

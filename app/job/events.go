@@ -89,7 +89,7 @@ type AttemptTimedOut struct {
 	At      time.Time `json:"at"`
 }
 
-// Events workers emit after running a unit of work.
+// Events workers emit after running a unit of work. Sub-job outcomes travel in Step2SubjobsReported.
 
 // Step1Completed: step 1 ran and its output was split into Total sub-jobs, all stored.
 type Step1Completed struct {
@@ -118,6 +118,30 @@ type Step2SubjobFailed struct {
 	Error    string        `json:"error"`
 	At       time.Time     `json:"at"`
 	Duration time.Duration `json:"duration,omitempty"`
+}
+
+// Step2SubjobsReported carries the outcomes of the sub-job attempts of one job that a worker finished close
+// together: one message on the log for many reports. It may arrive more than once, and a report in it may
+// repeat one already applied; each report is judged on its own, exactly as if it had come alone.
+type Step2SubjobsReported struct {
+	JobID     string                 `json:"job_id"`
+	Completed []Step2SubjobCompleted `json:"completed,omitempty"`
+	Failed    []Step2SubjobFailed    `json:"failed,omitempty"`
+}
+
+// Len is how many reports e carries.
+func (e Step2SubjobsReported) Len() int { return len(e.Completed) + len(e.Failed) }
+
+// Reports lists e's reports, successes first, each as the event it stands for.
+func (e Step2SubjobsReported) Reports() []Message {
+	out := make([]Message, 0, e.Len())
+	for _, c := range e.Completed {
+		out = append(out, c)
+	}
+	for _, f := range e.Failed {
+		out = append(out, f)
+	}
+	return out
 }
 
 // Step3Completed: step 3 ran.
@@ -189,6 +213,7 @@ func (e AttemptTimedOut) JobKey() string      { return e.JobID }
 func (e Step1Completed) JobKey() string       { return e.JobID }
 func (e Step2SubjobCompleted) JobKey() string { return e.JobID }
 func (e Step2SubjobFailed) JobKey() string    { return e.JobID }
+func (e Step2SubjobsReported) JobKey() string { return e.JobID }
 func (e Step3Completed) JobKey() string       { return e.JobID }
 func (e StepFailed) JobKey() string           { return e.JobID }
 func (e Tick) JobKey() string                 { return e.JobID }
@@ -200,7 +225,7 @@ func (c RunStep3) JobKey() string             { return c.JobID }
 // them all (projections) or check names (poison).
 func LogEvents() []Message {
 	return []Message{
-		JobStarted{}, Step1Completed{}, Step2Started{}, Step2SubjobCompleted{}, Step2SubjobFailed{},
+		JobStarted{}, Step1Completed{}, Step2Started{}, Step2SubjobsReported{},
 		Step2Completed{}, Step3Completed{}, StepFailed{}, JobCompleted{}, JobFailed{}, JobCancelled{},
 		AttemptTimedOut{}, Tick{},
 	}

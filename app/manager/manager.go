@@ -176,29 +176,54 @@ func (m *Manager) OnStep1Completed(ctx context.Context, e *job.Step1Completed) e
 	})
 }
 
-// OnSubJobCompleted is the fan-in: O(1) per completion, guarded by the sub-job's own state.
-func (m *Manager) OnSubJobCompleted(ctx context.Context, e *job.Step2SubjobCompleted) error {
+// OnSubJobsReported is the fan-in: one transaction for a worker's reports, O(1) per report, each guarded
+// by its sub-job's own state, so a report that repeats one already applied changes only a counter.
+func (m *Manager) OnSubJobsReported(ctx context.Context, e *job.Step2SubjobsReported) error {
 	consumedAt := m.now()
 	return m.apply(ctx, e.JobID, func(ctx context.Context, tx job.Tx, j *job.Job, now time.Time) (job.Effects, job.Outcome, error) {
-		s, err := m.subJob(ctx, tx, j, e.Index)
-		if s == nil || err != nil {
-			return job.Effects{}, job.Duplicate, err
+		var fx job.Effects
+		var absorbed []job.Outcome
+		judge := func(index int64, decide func(s *job.SubJob) (job.Effects, job.Outcome)) error {
+			s, err := m.subJob(ctx, tx, j, index)
+			if err != nil {
+				return err
+			}
+			o := job.Duplicate
+			if s != nil {
+				var sfx job.Effects
+				sfx, o = decide(s)
+				if err := m.saveIfApplied(ctx, tx, s, o); err != nil {
+					return err
+				}
+				fx.Merge(sfx)
+			}
+			if o != job.Applied {
+				absorbed = append(absorbed, o)
+			}
+			return nil
 		}
-		fx, o := j.SubJobSucceeded(s, e.Result, m.cfg.Window, consumedAt, now)
-		return fx, o, m.saveIfApplied(ctx, tx, s, o)
-	})
-}
-
-// OnSubJobFailed retries the sub-job or fails it for good.
-func (m *Manager) OnSubJobFailed(ctx context.Context, e *job.Step2SubjobFailed) error {
-	consumedAt := m.now()
-	return m.apply(ctx, e.JobID, func(ctx context.Context, tx job.Tx, j *job.Job, now time.Time) (job.Effects, job.Outcome, error) {
-		s, err := m.subJob(ctx, tx, j, e.Index)
-		if s == nil || err != nil {
-			return job.Effects{}, job.Duplicate, err
+		for _, c := range e.Completed {
+			if err := judge(c.Index, func(s *job.SubJob) (job.Effects, job.Outcome) {
+				return j.SubJobSucceeded(s, c.Result, m.cfg.Window, consumedAt, now)
+			}); err != nil {
+				return fx, job.Applied, err
+			}
 		}
-		fx, o := j.SubJobFailed(s, e.Attempt, e.Error, m.cfg.Window, consumedAt, now)
-		return fx, o, m.saveIfApplied(ctx, tx, s, o)
+		for _, f := range e.Failed {
+			if err := judge(f.Index, func(s *job.SubJob) (job.Effects, job.Outcome) {
+				return j.SubJobFailed(s, f.Attempt, f.Error, m.cfg.Window, consumedAt, now)
+			}); err != nil {
+				return fx, job.Applied, err
+			}
+		}
+		if len(absorbed) > 0 {
+			tx.AfterCommit(func() {
+				for _, o := range absorbed {
+					m.observer.Absorbed(j.ID, o)
+				}
+			})
+		}
+		return fx, job.Applied, nil
 	})
 }
 

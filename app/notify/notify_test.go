@@ -53,6 +53,7 @@ func TestNotificationsMapping(t *testing.T) {
 			[]want{{notify.TypeJobCancelled, 0, "", map[string]any{"reason": "by user", "seq": 4.0, "counts": countsJSON}}}},
 		{"sub-job completed: nothing", job.Step2SubjobCompleted{JobID: "j", Index: 1, At: t0}, nil},
 		{"sub-job failed: nothing", job.Step2SubjobFailed{JobID: "j", Index: 1, At: t0}, nil},
+		{"sub-job reports: nothing", job.Step2SubjobsReported{JobID: "j", Completed: []job.Step2SubjobCompleted{{JobID: "j", At: t0}}}, nil},
 		{"step attempt failed: nothing (it is retried)", job.StepFailed{JobID: "j", Step: 1, At: t0}, nil},
 		{"attempt timed out: nothing", job.AttemptTimedOut{JobID: "j", Step: 2, At: t0}, nil},
 		{"tick: nothing", job.Tick{JobID: "j", At: t0}, nil},

@@ -118,42 +118,45 @@ func (w *Worker) step1(ctx context.Context, def jobtype.Definition, sc jobtype.S
 const reportEvery = time.Second
 
 // RunSubJobs runs one attempt of each sub-job of the command, one after another, and reports their
-// outcomes, together where they finish close together.
+// outcomes in one Step2SubjobsReported (one per reportEvery while slow sub-jobs run).
 func (w *Worker) RunSubJobs(ctx context.Context, c *job.RunSubJobs) error {
+	reports := job.Step2SubjobsReported{JobID: c.JobID}
 	def, err := w.types.Get(c.Type)
 	if err != nil {
-		reports := make([]job.Message, len(c.Runs))
-		for i, r := range c.Runs {
-			reports[i] = job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Error: err.Error(), At: w.now()}
+		for _, r := range c.Runs {
+			reports.Failed = append(reports.Failed, job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Error: err.Error(), At: w.now()})
 		}
-		return w.events.Publish(ctx, reports...)
+		return w.report(ctx, reports)
 	}
-	var reports []job.Message
 	lastReport := w.now()
 	for _, r := range c.Runs {
 		if w.jobEnded(ctx, c.JobID) {
 			break // cancelled or failed: its results would be ignored anyway
 		}
-		report, err := w.runSubJob(ctx, def, c, r)
-		if err != nil { // shutting down: report what finished, let the queue redeliver the command
-			return errors.Join(err, w.events.Publish(context.WithoutCancel(ctx), reports...))
+		if err := w.runSubJob(ctx, def, c, r, &reports); err != nil {
+			// Shutting down: report what finished and let the queue redeliver the command.
+			return errors.Join(err, w.report(context.WithoutCancel(ctx), reports))
 		}
-		reports = append(reports, report...)
 		if now := w.now(); now.Sub(lastReport) >= reportEvery {
-			if err := w.events.Publish(ctx, reports...); err != nil {
+			if err := w.report(ctx, reports); err != nil {
 				return err
 			}
-			reports, lastReport = nil, now
+			reports, lastReport = job.Step2SubjobsReported{JobID: c.JobID}, now
 		}
 	}
-	if len(reports) == 0 {
-		return nil
-	}
-	return w.events.Publish(ctx, reports...)
+	return w.report(ctx, reports)
 }
 
-// runSubJob runs one attempt and returns its report; an error only when the worker is shutting down.
-func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.RunSubJobs, r job.SubJobRun) ([]job.Message, error) {
+// report publishes the reports, if there are any.
+func (w *Worker) report(ctx context.Context, reports job.Step2SubjobsReported) error {
+	if reports.Len() == 0 {
+		return nil
+	}
+	return w.events.Publish(ctx, reports)
+}
+
+// runSubJob runs one attempt and adds its report; an error only when the worker is shutting down.
+func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.RunSubJobs, r job.SubJobRun, reports *job.Step2SubjobsReported) error {
 	sc := jobtype.SubJobContext{JobID: c.JobID, Tenant: c.Tenant, Index: r.Index, Attempt: r.Attempt, IdempotencyKey: jobtype.SubJobKey(c.JobID, r.Index)}
 	runCtx, cancel := context.WithTimeout(ctx, def.Policy.SubJobTimeout)
 	defer cancel()
@@ -162,16 +165,18 @@ func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.R
 	ended := w.now()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
-		return []job.Message{job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Error: err.Error(),
-			At: ended, Duration: ended.Sub(started)}}, nil
+		reports.Failed = append(reports.Failed, job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt,
+			Error: err.Error(), At: ended, Duration: ended.Sub(started)})
+		return nil
 	}
 	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Result: result, At: ended, Duration: ended.Sub(started)}
+	reports.Completed = append(reports.Completed, done)
 	if def.ReportTwice != nil && def.ReportTwice(r.Input) {
-		return []job.Message{done, done}, nil
+		reports.Completed = append(reports.Completed, done)
 	}
-	return []job.Message{done}, nil
+	return nil
 }
 
 func runSubJob(ctx context.Context, def jobtype.Definition, sc jobtype.SubJobContext, input []byte) (result []byte, err error) {

@@ -58,7 +58,16 @@ func (p *publishes) outcomes() []string {
 	var out []string
 	for _, call := range p.calls {
 		var one []string
-		for _, e := range call {
+		if len(call) != 1 {
+			out = append(out, fmt.Sprintf("%d events in one publish", len(call)))
+			continue
+		}
+		reported, ok := call[0].(job.Step2SubjobsReported)
+		if !ok || reported.JobID != "j" {
+			out = append(out, fmt.Sprintf("published %+v", call[0]))
+			continue
+		}
+		for _, e := range reported.Reports() {
 			switch e := e.(type) {
 			case job.Step2SubjobCompleted:
 				one = append(one, fmt.Sprintf("%d#%d:%s", e.Index, e.Attempt, e.Result))
@@ -121,7 +130,7 @@ func TestRunSubJobs(t *testing.T) {
 				}
 				return []byte("ok"), nil
 			},
-			want: []string{"0#1:error,1#1:ok"}},
+			want: []string{"1#1:ok,0#1:error"}},
 		{name: "slow sub-jobs are reported as they pass the report interval", runs: runs(0, 1, 2, 3),
 			step: 300 * time.Millisecond, want: []string{"0#1:ok,1#1:ok", "2#1:ok,3#1:ok"}},
 		{name: "shutdown reports what finished and asks for redelivery", runs: runs(0, 1, 2), cancel: true,

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
@@ -39,7 +40,7 @@ func addProjections(r *message.Router, projections []projection.Projection, tr T
 		}
 		if err := ep.AddHandlersGroup(p.Name(),
 			applyTo[job.JobStarted](p), applyTo[job.Step1Completed](p), applyTo[job.Step2Started](p),
-			applyTo[job.Step2SubjobCompleted](p), applyTo[job.Step2SubjobFailed](p), applyTo[job.Step2Completed](p),
+			applyReportsTo(p), applyTo[job.Step2Completed](p),
 			applyTo[job.Step3Completed](p), applyTo[job.StepFailed](p), applyTo[job.JobCompleted](p),
 			applyTo[job.JobFailed](p), applyTo[job.JobCancelled](p), applyTo[job.AttemptTimedOut](p),
 		); err != nil {
@@ -61,5 +62,27 @@ func applyTo[T any](p projection.Projection) cqrs.GroupEventHandler {
 			id = msg.UUID
 		}
 		return p.Apply(ctx, id, m)
+	})
+}
+
+// applyReportsTo hands each report of a Step2SubjobsReported to a projection as the event it stands for.
+// Each gets an id of its own derived from the message's UUID, so a redelivered message is recognised report
+// by report, and two equal reports in one message count as two deliveries, as they would have alone.
+func applyReportsTo(p projection.Projection) cqrs.GroupEventHandler {
+	return cqrs.NewGroupEventHandler(func(ctx context.Context, e *job.Step2SubjobsReported) error {
+		id := ""
+		if msg := cqrs.OriginalMessageFromCtx(ctx); msg != nil {
+			id = msg.UUID
+		}
+		for i, r := range e.Reports() {
+			reportID := ""
+			if id != "" {
+				reportID = fmt.Sprintf("%s/%d", id, i)
+			}
+			if err := p.Apply(ctx, reportID, r); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }

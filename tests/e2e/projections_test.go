@@ -161,15 +161,16 @@ func TestProjectionsLiveMetricsAndRebuild(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for key, want := range map[string]func(float64) bool{
-		"jobmill_jobs|state=COMPLETED":                                                          func(v float64) bool { return v == 1 },
-		"jobmill_jobs|state=STEP2_RUNNING":                                                      func(v float64) bool { return v == 0 },
-		"jobmill_subjobs_in_flight":                                                             func(v float64) bool { return v == 0 },
-		"jobmill_subjobs_finished_total|outcome=succeeded":                                      func(v float64) bool { return v == 10000 },
-		"jobmill_fanin_latency_seconds|count":                                                   func(v float64) bool { return v == 1 },
-		"jobmill_dedup_hits_total|kind=duplicate":                                               func(v float64) bool { return v > 0 },
-		"jobmill_consumer_lag_messages|consumer=manager|topic=jobmill.events":                   func(v float64) bool { return v == 0 },
-		"jobmill_consumer_lag_messages|consumer=workers|topic=jobmill.work.RunSubJobs":          func(v float64) bool { return v == 0 },
-		"jobmill_router_handler_execution_time_seconds|handler_name=manager|success=true|count": func(v float64) bool { return v > 10000 },
+		"jobmill_jobs|state=COMPLETED":                                                 func(v float64) bool { return v == 1 },
+		"jobmill_jobs|state=STEP2_RUNNING":                                             func(v float64) bool { return v == 0 },
+		"jobmill_subjobs_in_flight":                                                    func(v float64) bool { return v == 0 },
+		"jobmill_subjobs_finished_total|outcome=succeeded":                             func(v float64) bool { return v == 10000 },
+		"jobmill_fanin_latency_seconds|count":                                          func(v float64) bool { return v == 1 },
+		"jobmill_dedup_hits_total|kind=duplicate":                                      func(v float64) bool { return v > 0 },
+		"jobmill_consumer_lag_messages|consumer=manager|topic=jobmill.events":          func(v float64) bool { return v == 0 },
+		"jobmill_consumer_lag_messages|consumer=workers|topic=jobmill.work.RunSubJobs": func(v float64) bool { return v == 0 },
+		// At least one report message per command, plus the manager's other events.
+		"jobmill_router_handler_execution_time_seconds|handler_name=manager|success=true|count": func(v float64) bool { return v > float64(10000/(job.Policy{}).CommandSize(10000)) },
 		"jobmill_stats_subjobs|outcome=succeeded|type=synthetic":                                func(v float64) bool { return v == 10000 },
 		"jobmill_stats_subjob_duration_seconds|quantile=0.99|type=synthetic":                    func(v float64) bool { return v >= 0 },
 	} {

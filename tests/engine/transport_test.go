@@ -78,10 +78,10 @@ func TestMalformedMessagesGoToPoison(t *testing.T) {
 		reasonHint string
 	}
 	bads := []bad{
-		{rawMessage("not json", "Step2SubjobCompleted"), messaging.EventsTopic, "cannot decode"},
+		{rawMessage("not json", "Step2SubjobsReported"), messaging.EventsTopic, "cannot decode"},
 		{rawMessage(`{"job_id":"j1","index":1}`, ""), messaging.EventsTopic, "no message name"},
 		{rawMessage(`{"job_id":"j1"}`, "Bogus"), messaging.EventsTopic, "unknown message name"},
-		{rawMessage(`{"index":1,"attempt":1}`, "Step2SubjobCompleted"), messaging.EventsTopic, "job id"},
+		{rawMessage(`{"completed":[{"index":1,"attempt":1}]}`, "Step2SubjobsReported"), messaging.EventsTopic, "job id"},
 		{rawMessage("\x00garbage", "RunSubJobs"), messaging.WorkTopic("RunSubJobs"), "cannot decode"},
 		{rawMessage(`{"job_id":"j1"}`, "Bogus"), messaging.WorkTopic("RunStep1"), "unknown message name"},
 	}
