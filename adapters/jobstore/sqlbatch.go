@@ -189,15 +189,15 @@ func (s *SQL) writeSubJobs(ctx context.Context, tx *sql.Tx, b *sqlBatch) error {
 	slices.SortFunc(keys, func(a, c subJobKey) int {
 		return cmp.Or(strings.Compare(a.jobID, c.jobID), cmp.Compare(a.index, c.index))
 	})
+	if s.dialect == DialectPostgres {
+		return s.writeSubJobsPostgres(ctx, tx, b, keys)
+	}
 	for chunk := range slices.Chunk(keys, saveSubJobsChunk) {
 		args := make([]any, 0, len(chunk)*10)
 		for _, k := range chunk {
 			sj := b.subs[k]
-			args = append(args, sj.JobID, sj.Index, string(sj.State), sj.Attempt)
-			if s.dialect == DialectMySQL {
-				args = append(args, sj.Input) // only for the upsert's never-taken insert branch
-			}
-			args = append(args, sj.Result, sj.LastError, dueAt(sj), micros(sj.StartedAt), micros(sj.FinishedAt))
+			args = append(args, sj.JobID, sj.Index, string(sj.State), sj.Attempt, sj.Input, // Input: only for the upsert's never-taken insert branch
+				sj.Result, sj.LastError, dueAt(sj), micros(sj.StartedAt), micros(sj.FinishedAt))
 		}
 		if _, err := tx.ExecContext(ctx, s.saveSubJobsQuery(len(chunk)), args...); err != nil {
 			return fmt.Errorf("save %d sub-jobs: %w", len(chunk), err)
@@ -206,29 +206,38 @@ func (s *SQL) writeSubJobs(ctx context.Context, tx *sql.Tx, b *sqlBatch) error {
 	return nil
 }
 
+// saveSubJobsPostgres updates every staged sub-job with one statement whose columns travel as arrays:
+// its text is the same whatever the row count, so the server parses and plans it once per connection
+// (a VALUES list of N rows is a new statement for each N, and planning it cost more than running it).
+const saveSubJobsPostgres = `UPDATE subjobs AS s SET state = v.state, attempt = v.attempt, result = v.result,
+	last_error = v.last_error, due_at = v.due_at, started_at = v.started_at, finished_at = v.finished_at
+	FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::bytea[], $6::text[], $7::bigint[],
+		$8::bigint[], $9::bigint[]) AS v (job_id, idx, state, attempt, result, last_error, due_at, started_at, finished_at)
+	WHERE s.job_id = v.job_id AND s.idx = v.idx`
+
+func (s *SQL) writeSubJobsPostgres(ctx context.Context, tx *sql.Tx, b *sqlBatch, keys []subJobKey) error {
+	n := len(keys)
+	jobIDs, states, lastErrors := make([]string, n), make([]string, n), make([]string, n)
+	indexes, dues, started, finished := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	attempts, results := make([]int32, n), make([][]byte, n)
+	for i, k := range keys {
+		sj := b.subs[k]
+		jobIDs[i], indexes[i], states[i], attempts[i] = sj.JobID, sj.Index, string(sj.State), int32(sj.Attempt)
+		results[i], lastErrors[i], dues[i] = sj.Result, sj.LastError, dueAt(sj)
+		started[i], finished[i] = micros(sj.StartedAt), micros(sj.FinishedAt)
+	}
+	if _, err := tx.ExecContext(ctx, saveSubJobsPostgres, jobIDs, indexes, states, attempts, results, lastErrors, dues, started, finished); err != nil {
+		return fmt.Errorf("save %d sub-jobs: %w", n, err)
+	}
+	return nil
+}
+
 // saveSubJobsChunk rows go in one statement (nine or ten parameters each).
 const saveSubJobsChunk = 500
 
-// saveSubJobsQuery updates rows existing sub-job rows in one statement. Every row is known to exist (the
-// batch loaded it), so MySQL's upsert never inserts.
+// saveSubJobsQuery updates rows existing sub-job rows in one statement on MySQL. Every row is known to
+// exist (the batch loaded it), so the upsert never inserts.
 func (s *SQL) saveSubJobsQuery(rows int) string {
-	if s.dialect == DialectPostgres {
-		var b strings.Builder
-		b.WriteString(`UPDATE subjobs AS s SET state = v.state, attempt = v.attempt, result = v.result,
-			last_error = v.last_error, due_at = v.due_at, started_at = v.started_at, finished_at = v.finished_at
-			FROM (VALUES `)
-		for i := range rows {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			n := i * 9
-			fmt.Fprintf(&b, "($%d::text, $%d::bigint, $%d::text, $%d::integer, $%d::bytea, $%d::text, $%d::bigint, $%d::bigint, $%d::bigint)",
-				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
-		}
-		b.WriteString(`) AS v (job_id, idx, state, attempt, result, last_error, due_at, started_at, finished_at)
-			WHERE s.job_id = v.job_id AND s.idx = v.idx`)
-		return b.String()
-	}
 	return `INSERT INTO subjobs (` + subJobColumns + `) VALUES ` +
 		strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, ?, ?, ?),`, rows), ",") +
 		` ON DUPLICATE KEY UPDATE state = VALUES(state), attempt = VALUES(attempt), result = VALUES(result),

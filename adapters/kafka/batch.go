@@ -30,7 +30,9 @@ type BatchConfig struct {
 	// connection takes it when its first handler uses it (sqltx.NewLazy). Waiting there for a pool that
 	// the open batches hold would stop every partition.
 	Begin func() Batch
-	// MaxMessages is the most messages in one batch (default 100).
+	// MaxMessages is the most messages in one batch (default 32). A worker's report message carries up to
+	// 32 reports, and a batch's staged writes flush before it commits, so more messages per batch delay
+	// the commit of the reaction that closes step 2.
 	MaxMessages int
 	// MaxAge is how long a batch stays open while messages keep coming (default 10ms): it adds to the
 	// latency of what the batch decides, such as closing step 2.
@@ -53,7 +55,7 @@ func NewBatchSubscriber(cfg Config, consumerGroup string, batch BatchConfig, log
 		return NewSubscriber(cfg, consumerGroup, logger)
 	}
 	if batch.MaxMessages <= 0 {
-		batch.MaxMessages = 100
+		batch.MaxMessages = 32
 	}
 	if batch.MaxAge <= 0 {
 		batch.MaxAge = 10 * time.Millisecond
