@@ -3,7 +3,6 @@ package job
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -501,11 +500,20 @@ type SubJob struct {
 }
 
 // Dispatch starts the first attempt of pending sub-jobs and returns the commands for them, each carrying
-// up to Policy.CommandSize sub-jobs. A worker runs a command's sub-jobs one after another, so each
-// attempt's deadline allows for the whole command; the worker still cuts every attempt at SubJobTimeout.
+// up to Policy.CommandSize sub-jobs and MaxCommandInputBytes of inputs. A worker runs a command's sub-jobs
+// one after another, so each attempt's deadline allows for the whole command; the worker still cuts
+// every attempt at SubJobTimeout.
 func (j *Job) Dispatch(subs []*SubJob, now time.Time) []Message {
+	size := j.Policy.CommandSize(j.Total)
 	var cmds []Message
-	for chunk := range slices.Chunk(subs, j.Policy.CommandSize(j.Total)) {
+	for len(subs) > 0 {
+		n, bytes := 0, 0
+		for n < min(size, len(subs)) && (n == 0 || bytes+len(subs[n].Input) <= MaxCommandInputBytes) {
+			bytes += len(subs[n].Input)
+			n++
+		}
+		chunk := subs[:n]
+		subs = subs[n:]
 		deadline := now.Add(time.Duration(len(chunk)) * j.Policy.SubJobTimeout)
 		runs := make([]SubJobRun, len(chunk))
 		for i, s := range chunk {

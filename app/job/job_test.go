@@ -315,6 +315,26 @@ func TestDispatchGroupsSubJobsIntoCommands(t *testing.T) {
 	}
 }
 
+func TestDispatchBoundsTheInputsOfACommand(t *testing.T) {
+	p := testPolicy()
+	p.SubJobsPerCommand = 10
+	j := newJob(t, p)
+	const kib = 1 << 10
+	sizes := []int{100 * kib, 100 * kib, 100 * kib, 300 * kib, 1, 1}
+	subs := make([]*job.SubJob, len(sizes))
+	for i, n := range sizes {
+		subs[i] = &job.SubJob{JobID: j.ID, Index: int64(i), State: job.SubJobPending, Input: make([]byte, n)}
+	}
+	var got []int
+	for _, c := range j.Dispatch(subs, t0) {
+		got = append(got, len(c.(job.RunSubJobs).Runs))
+	}
+	// 100+100 KiB fit in 256 KiB, a third does not; 300 KiB goes alone; the small ones follow together.
+	if fmt.Sprint(got) != "[2 1 1 2]" {
+		t.Fatalf("command sizes = %v, want [2 1 1 2]", got)
+	}
+}
+
 func TestSubJobSucceeded(t *testing.T) {
 	t.Run("counts once and refills the window", func(t *testing.T) {
 		s := startStep2(t, testPolicy(), 10, 4)

@@ -32,18 +32,31 @@ type Policy struct {
 const (
 	autoMinCommands   = 1024
 	autoMaxPerCommand = 32
+	// autoMaxCommandTime bounds how long a worker may hold one command: its sub-jobs run in turn, each up
+	// to SubJobTimeout. RabbitMQ closes a channel whose delivery stays unacknowledged for 30 minutes (its
+	// default consumer_timeout), and a longer hold would come back as a redelivery.
+	autoMaxCommandTime = 20 * time.Minute
 	// MaxSubJobsPerCommand bounds an explicit setting: a command is one message on the work queue.
 	MaxSubJobsPerCommand = 1000
+	// MaxCommandInputBytes bounds the sub-job inputs one command carries, whatever its count, so that a
+	// command of large inputs stays far below brokers' message size limits (Kafka's default is 1 MB); an
+	// input larger than this travels alone. Workers bound the results of one report message the same way.
+	MaxCommandInputBytes = 256 << 10
 )
 
 // CommandSize is how many sub-jobs of a job of total sub-jobs go into one command. Small jobs get one
 // sub-job per command (all their sub-jobs can run in parallel); large ones carry up to 32, which divides
-// the queue traffic per sub-job by as much without leaving workers idle.
+// the queue traffic per sub-job by as much without leaving workers idle, as long as the command's worst
+// case (its size times SubJobTimeout) stays within 20 minutes. An explicit SubJobsPerCommand wins.
 func (p Policy) CommandSize(total int64) int {
 	if p.SubJobsPerCommand > 0 {
 		return p.SubJobsPerCommand
 	}
-	return int(min(max(total/autoMinCommands, 1), autoMaxPerCommand))
+	size := min(max(total/autoMinCommands, 1), autoMaxPerCommand)
+	if p.SubJobTimeout > 0 {
+		size = min(size, max(int64(autoMaxCommandTime/p.SubJobTimeout), 1))
+	}
+	return int(size)
 }
 
 // Backoff is an exponential delay between attempts: Initial, then ×Multiplier, capped at Max.

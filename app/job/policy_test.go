@@ -145,22 +145,27 @@ func TestCommandSize(t *testing.T) {
 	tests := []struct {
 		name     string
 		explicit int
+		timeout  time.Duration
 		total    int64
 		want     int
 	}{
-		{"empty job", 0, 0, 1},
-		{"small job: one sub-job per command", 0, 1000, 1},
-		{"at least 1,024 commands", 0, 2047, 1},
-		{"twice that: two per command", 0, 2048, 2},
-		{"10,000 sub-jobs", 0, 10_000, 9},
-		{"capped at 32", 0, 1_000_000, 32},
-		{"explicit wins over size", 5, 10, 5},
-		{"explicit one", 1, 1_000_000, 1},
+		{"empty job", 0, time.Second, 0, 1},
+		{"small job: one sub-job per command", 0, time.Second, 1000, 1},
+		{"at least 1,024 commands", 0, time.Second, 2047, 1},
+		{"twice that: two per command", 0, time.Second, 2048, 2},
+		{"10,000 sub-jobs", 0, time.Minute, 10_000, 9},
+		{"capped at 32", 0, time.Second, 1_000_000, 32},
+		{"20 minutes of worst case at most: default time-out", 0, 5 * time.Minute, 10_000, 4},
+		{"20 minutes of worst case at most: long time-out", 0, 30 * time.Minute, 1_000_000, 1},
+		{"explicit wins over size", 5, time.Second, 10, 5},
+		{"explicit wins over time", 32, time.Hour, 10, 32},
+		{"explicit one", 1, time.Second, 1_000_000, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := (job.Policy{SubJobsPerCommand: tt.explicit}).CommandSize(tt.total); got != tt.want {
-				t.Fatalf("CommandSize(%d) with %d per command = %d, want %d", tt.total, tt.explicit, got, tt.want)
+			p := job.Policy{SubJobsPerCommand: tt.explicit, SubJobTimeout: tt.timeout}
+			if got := p.CommandSize(tt.total); got != tt.want {
+				t.Fatalf("CommandSize(%d) with %d per command, time-out %s = %d, want %d", tt.total, tt.explicit, tt.timeout, got, tt.want)
 			}
 		})
 	}

@@ -118,7 +118,8 @@ func (w *Worker) step1(ctx context.Context, def jobtype.Definition, sc jobtype.S
 const reportEvery = time.Second
 
 // RunSubJobs runs one attempt of each sub-job of the command, one after another, and reports their
-// outcomes in one Step2SubjobsReported (one per reportEvery while slow sub-jobs run).
+// outcomes in one Step2SubjobsReported (one per reportEvery while slow sub-jobs run, and one per
+// MaxCommandInputBytes of results, so that a report message stays small).
 func (w *Worker) RunSubJobs(ctx context.Context, c *job.RunSubJobs) error {
 	reports := job.Step2SubjobsReported{JobID: c.JobID}
 	def, err := w.types.Get(c.Type)
@@ -137,7 +138,7 @@ func (w *Worker) RunSubJobs(ctx context.Context, c *job.RunSubJobs) error {
 			// Shutting down: report what finished and let the queue redeliver the command.
 			return errors.Join(err, w.report(context.WithoutCancel(ctx), reports))
 		}
-		if now := w.now(); now.Sub(lastReport) >= reportEvery {
+		if now := w.now(); now.Sub(lastReport) >= reportEvery || reports.PayloadBytes() >= job.MaxCommandInputBytes {
 			if err := w.report(ctx, reports); err != nil {
 				return err
 			}

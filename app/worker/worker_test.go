@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -135,6 +136,14 @@ func TestRunSubJobs(t *testing.T) {
 			step: 300 * time.Millisecond, want: []string{"0#1:ok,1#1:ok", "2#1:ok,3#1:ok"}},
 		{name: "shutdown reports what finished and asks for redelivery", runs: runs(0, 1, 2), cancel: true,
 			wantErr: true, want: []string{"0#1:ok"}},
+		{name: "large results are reported before the rest", runs: runs(0, 1, 2),
+			subJob: func(_ context.Context, sc jobtype.SubJobContext, _ []byte) ([]byte, error) {
+				if sc.Index == 1 {
+					return bytes.Repeat([]byte("r"), job.MaxCommandInputBytes), nil
+				}
+				return []byte("ok"), nil
+			},
+			want: []string{"0#1:ok,1#1:" + strings.Repeat("r", job.MaxCommandInputBytes), "2#1:ok"}},
 		{name: "unknown type fails every sub-job", runs: runs(7, 8), typeName: "nope", want: []string{"7#1:error,8#1:error"}},
 	}
 	for _, tt := range tests {

@@ -58,8 +58,16 @@ type subJobInput struct {
 	S     uint64  `json:"s,omitempty"`
 }
 
+// DefaultSubJobTimeout is the synthetic type's sub-job time-out when the policy leaves it zero: its
+// sub-jobs sleep for milliseconds, and a short time-out lets large jobs carry more sub-jobs per command
+// (job.Policy.CommandSize keeps a command's worst case within 20 minutes).
+const DefaultSubJobTimeout = time.Minute
+
 // Definition returns the synthetic job type with the given policy.
 func Definition(policy jobtype.Policy) jobtype.Definition {
+	if policy.SubJobTimeout == 0 {
+		policy.SubJobTimeout = DefaultSubJobTimeout
+	}
 	return jobtype.Definition{
 		Name:        Name,
 		Description: "configurable no-op, sleeping or failing sub-jobs for demos and benchmarks",
