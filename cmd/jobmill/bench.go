@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jobmill/jobmill/adapters/messaging"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -98,6 +100,8 @@ first submit to the last JobCompleted.`,
 				return fmt.Errorf("measure raw transport rate: %w", err)
 			}
 
+			warnLeftovers(ctx, svc, cmd.ErrOrStderr())
+
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -186,6 +190,22 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // peakRSSMB is this process's peak resident set size (VmHWM); 0 where there is no /proc.
 func peakRSSMB() float64 { return rssMB(os.Getpid(), "VmHWM:") }
+
+// warnLeftovers says when the event log holds events that earlier runs left unread by a consumer group
+// of this one. The scratch schema isolates SQL backends, but a broker's topics and queues outlive a run,
+// and a consumer group new to a Kafka topic starts from its oldest event: the run would replay them all
+// and its figures would say nothing about the engine.
+func warnLeftovers(ctx context.Context, svc *service.Service, out io.Writer) {
+	groups := []string{messaging.ManagerGroup}
+	for _, p := range svc.App.Projections {
+		groups = append(groups, p.Name())
+	}
+	for _, g := range groups {
+		if lag, err := svc.ConsumerLag(ctx, g); err == nil && lag > 0 {
+			fmt.Fprintf(out, "warning: consumer group %q has %d events of earlier runs to read first; the figures include replaying them (use a fresh broker, e.g. a new `jobmill dev kafka`)\n", g, lag)
+		}
+	}
+}
 
 // waitProjectionsCaughtUp waits until every projection's consumer group has read the whole log.
 func waitProjectionsCaughtUp(ctx context.Context, svc *service.Service) error {
