@@ -399,8 +399,8 @@ func TestJobTypes(t *testing.T) {
 	}
 	f.data(acme, `{ jobTypes { name maxAttempts subjobTimeoutSeconds stepTimeoutSeconds } }`, nil, &out)
 	got := fmt.Sprintf("%+v", out.JobTypes)
-	want := "[{Name:synthetic MaxAttempts:1 SubjobTimeoutSeconds:300 StepTimeoutSeconds:900} " +
-		"{Name:synthetic-b MaxAttempts:1 SubjobTimeoutSeconds:300 StepTimeoutSeconds:900}]"
+	want := "[{Name:synthetic MaxAttempts:1 SubjobTimeoutSeconds:60 StepTimeoutSeconds:900} " +
+		"{Name:synthetic-b MaxAttempts:1 SubjobTimeoutSeconds:60 StepTimeoutSeconds:900}]"
 	if got != want {
 		t.Errorf("jobTypes = %s, want %s", got, want)
 	}
