@@ -208,6 +208,29 @@ type counting struct {
 	name     string
 	sleep    time.Duration
 	registry *jobtype.Registry
+	// gate, when set, holds sub-jobs from index gateFrom on until it is closed, so that a test can act
+	// while step 2 is certainly still running.
+	gate     chan struct{}
+	gateFrom int64
+}
+
+// holdFrom makes sub-jobs from index i on wait until release is called.
+func (c *counting) holdFrom(i int64) (release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gate, c.gateFrom = make(chan struct{}), i
+	var once sync.Once
+	gate := c.gate
+	return func() { once.Do(func() { close(gate) }) }
+}
+
+func (c *counting) gateFor(index int64) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gate == nil || index < c.gateFrom {
+		return nil
+	}
+	return c.gate
 }
 
 type countInput struct {
@@ -231,10 +254,17 @@ func newCounting(t *testing.T, name string, sleep time.Duration) *counting {
 			}
 			return nil
 		},
-		SubJob: func(ctx context.Context, _ jobtype.SubJobContext, _ []byte) ([]byte, error) {
+		SubJob: func(ctx context.Context, sc jobtype.SubJobContext, _ []byte) ([]byte, error) {
 			c.mu.Lock()
 			c.subjobs++
 			c.mu.Unlock()
+			if gate := c.gateFor(sc.Index); gate != nil {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
 			if c.sleep > 0 {
 				select {
 				case <-time.After(c.sleep):
