@@ -157,6 +157,11 @@ func (c Config) consumerSarama() (*sarama.Config, error) {
 	sc.Consumer.Offsets.AutoCommit.Enable = true
 	sc.Consumer.Offsets.AutoCommit.Interval = time.Second
 	sc.Consumer.Group.Rebalance.Timeout = c.RebalanceTimeout
+	// The coordinator may hold a JoinGroup response for the whole rebalance timeout (while it waits for
+	// members that died without leaving, e.g. after a SIGKILL). sarama reads every response under
+	// Net.ReadTimeout (30 s by default): shorter, and each join fails with an i/o timeout and starts over,
+	// which stalled a group for minutes after crash-restarts. Kafka's own clients do the same.
+	sc.Net.ReadTimeout = max(sc.Net.ReadTimeout, c.RebalanceTimeout+5*time.Second)
 	return c.finish(sc)
 }
 
