@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -99,6 +100,15 @@ func startServe(t *testing.T, name, dir string, environ []string, args ...string
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		if t.Failed() && !p.exited() {
+			// A process still running when the test failed may be stalled: SIGQUIT makes the Go runtime
+			// print every goroutine's stack, which says where it waits.
+			_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
 		select {
 		case <-p.done:
 		default:
@@ -106,7 +116,11 @@ func startServe(t *testing.T, name, dir string, environ []string, args ...string
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("--- tail of %s output (%v) ---\n%s", p.name, p.err, tail(p.output.String(), 40))
+			full := filepath.Join(os.TempDir(), fmt.Sprintf("jobmill-conformance-%s-%d.log", strings.ReplaceAll(p.name, " ", "-"), p.cmd.Process.Pid))
+			if err := os.WriteFile(full, []byte(p.output.String()), 0o644); err != nil {
+				full = fmt.Sprintf("(not saved: %v)", err)
+			}
+			t.Logf("--- tail of %s output (%v), whole output in %s ---\n%s", p.name, p.err, full, tail(p.output.String(), 40))
 		}
 	})
 	return p
