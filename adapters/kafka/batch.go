@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -63,7 +64,7 @@ func NewBatchSubscriber(cfg Config, consumerGroup string, batch BatchConfig, log
 	if logger == nil {
 		logger = watermill.NopLogger{}
 	}
-	reg := &batchRegistry{cfg: batch, logger: logger, partitions: map[topicPartition]*partitionBatch{}}
+	reg := &batchRegistry{cfg: batch, logger: logger, claims: map[string]*partitionBatch{}}
 	sub, err := newSubscriber(cfg, consumerGroup, batchTracer{reg: reg}, logger)
 	if err != nil {
 		return nil, err
@@ -71,43 +72,49 @@ func NewBatchSubscriber(cfg Config, consumerGroup string, batch BatchConfig, log
 	return &batchSubscriber{Subscriber: sub, reg: reg}, nil
 }
 
-type topicPartition struct {
-	topic     string
-	partition int32
-}
+// claimHeader carries, on each message forwarded to watermill-kafka, the id of the claim that forwarded it.
+// The decorator attaches the batch of that very claim: looking the batch up by topic and partition would
+// attach a message of an ending claim to the batch of the partition's next claim (rebalances after a
+// crash overlap them), and the old claim would then mark its offset while its effects sat in the other
+// batch, which could still roll back: the offset committed, the effect lost. The key stays in the
+// metadata: a nacked message comes again as the same message, and must find its claim again.
+const claimHeader = "_jobmill_batch_claim"
 
-// batchRegistry holds the open batch of every partition this subscriber consumes.
+// batchRegistry holds the open claims of this subscriber, by claim id.
 type batchRegistry struct {
 	cfg    BatchConfig
 	logger watermill.LoggerAdapter
 
-	mu         sync.Mutex
-	partitions map[topicPartition]*partitionBatch
+	mu     sync.Mutex
+	nextID uint64
+	claims map[string]*partitionBatch
 }
 
-func (r *batchRegistry) get(tp topicPartition) *partitionBatch {
+func (r *batchRegistry) get(id string) *partitionBatch {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.partitions[tp]
+	return r.claims[id]
 }
 
-func (r *batchRegistry) put(tp topicPartition, p *partitionBatch) {
+// add registers a claim's batch state under a new id.
+func (r *batchRegistry) add(p *partitionBatch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.partitions[tp] = p
+	r.nextID++
+	p.id = strconv.FormatUint(r.nextID, 10)
+	r.claims[p.id] = p
 }
 
-func (r *batchRegistry) remove(tp topicPartition, p *partitionBatch) {
+func (r *batchRegistry) remove(p *partitionBatch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.partitions[tp] == p {
-		delete(r.partitions, tp)
-	}
+	delete(r.claims, p.id)
 }
 
 // partitionBatch is one claimed partition's batch state.
 type partitionBatch struct {
 	reg *batchRegistry
+	id  string
 
 	mu        sync.Mutex
 	batch     Batch
@@ -260,10 +267,9 @@ func (h batchHandler) Cleanup(s sarama.ConsumerGroupSession) error { return h.in
 // ConsumeClaim runs watermill-kafka's handler on a copy of the claim whose messages it forwards, closing
 // the batch whenever the partition has nothing more ready, the batch is full or old enough.
 func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	tp := topicPartition{claim.Topic(), claim.Partition()}
 	p := &partitionBatch{reg: h.reg, lastOffset: -1, markedCh: make(chan struct{}, 1), aborted: make(chan struct{})}
-	h.reg.put(tp, p)
-	defer h.reg.remove(tp, p)
+	h.reg.add(p)
+	defer h.reg.remove(p)
 
 	out := make(chan *sarama.ConsumerMessage)
 	innerDone := make(chan struct{})
@@ -319,6 +325,7 @@ func (h batchHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 				return stop(err)
 			}
 		}
+		m.Headers = append(m.Headers, &sarama.RecordHeader{Key: []byte(claimHeader), Value: []byte(p.id)})
 		select {
 		case out <- m:
 			p.forward()
@@ -362,10 +369,10 @@ func (s *batchSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *
 	go func() {
 		defer close(out)
 		for msg := range in {
-			if partition, ok := wkafka.MessagePartitionFromCtx(msg.Context()); ok {
-				if p := s.reg.get(topicPartition{topic, partition}); p != nil {
-					msg.SetContext(p.attach(msg.Context()))
-				}
+			// A claim that already ended leaves its messages without a batch: they are handled on
+			// transactions of their own, so marking them is safe.
+			if p := s.reg.get(msg.Metadata.Get(claimHeader)); p != nil {
+				msg.SetContext(p.attach(msg.Context()))
 			}
 			out <- msg
 		}
