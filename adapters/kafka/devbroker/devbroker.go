@@ -7,20 +7,30 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Broker is a running in-memory single-node Kafka cluster.
 type Broker struct {
-	cluster *kfake.Cluster
-	addrs   []string
+	cluster  *kfake.Cluster
+	sessions *sessionKeeper
+	addrs    []string
+	closing  sync.Once
 }
 
 // Start listens on addr ("127.0.0.1:9092", or port 0 for any free port) and serves the Kafka protocol.
 // Topics created without a partition count, and topics auto-created on first use, get partitions
 // partitions. Clients reach it at Addrs, which is the listening address as bound.
 func Start(addr string, partitions int) (*Broker, error) {
+	return start(addr, partitions, time.Second)
+}
+
+// start is Start with the interval at which silent group members are looked for, and kfake options for
+// tests.
+func start(addr string, partitions int, sessionCheck time.Duration, opts ...kfake.Opt) (*Broker, error) {
 	if partitions < 1 {
 		return nil, fmt.Errorf("devbroker: partitions must be positive (got %d)", partitions)
 	}
@@ -29,7 +39,7 @@ func Start(addr string, partitions int) (*Broker, error) {
 		return nil, fmt.Errorf("devbroker: listen on %s: %w", addr, err)
 	}
 	used := false
-	cluster, err := kfake.NewCluster(
+	cluster, err := kfake.NewCluster(append([]kfake.Opt{
 		kfake.NumBrokers(1),
 		// kfake binds 127.0.0.1 itself; hand it our listener so any address works. It advertises the
 		// listener's address in metadata, which is what clients then connect to.
@@ -43,16 +53,26 @@ func Start(addr string, partitions int) (*Broker, error) {
 		kfake.DefaultNumPartitions(partitions),
 		kfake.AllowAutoTopicCreation(),
 		kfake.ClusterID("jobmill-dev"),
-	)
+	}, opts...)...)
 	if err != nil {
 		_ = ln.Close()
 		return nil, fmt.Errorf("devbroker: start: %w", err)
 	}
-	return &Broker{cluster: cluster, addrs: cluster.ListenAddrs()}, nil
+	b := &Broker{cluster: cluster, addrs: cluster.ListenAddrs()}
+	if b.sessions, err = startSessionKeeper(cluster, b.addrs, sessionCheck); err != nil {
+		cluster.Close()
+		return nil, fmt.Errorf("devbroker: start: %w", err)
+	}
+	return b, nil
 }
 
 // Addrs are the bootstrap addresses for clients.
 func (b *Broker) Addrs() []string { return append([]string(nil), b.addrs...) }
 
 // Close stops the broker and drops everything it held. It is safe to call more than once.
-func (b *Broker) Close() { b.cluster.Close() }
+func (b *Broker) Close() {
+	b.closing.Do(func() {
+		b.sessions.close()
+		b.cluster.Close()
+	})
+}
