@@ -132,18 +132,6 @@ type Step2SubjobsReported struct {
 // Len is how many reports e carries.
 func (e Step2SubjobsReported) Len() int { return len(e.Completed) + len(e.Failed) }
 
-// PayloadBytes is the size of the results and errors e carries.
-func (e Step2SubjobsReported) PayloadBytes() int {
-	n := 0
-	for _, c := range e.Completed {
-		n += len(c.Result)
-	}
-	for _, f := range e.Failed {
-		n += len(f.Error)
-	}
-	return n
-}
-
 // Reports lists e's reports, successes first, each as the event it stands for.
 func (e Step2SubjobsReported) Reports() []Message {
 	out := make([]Message, 0, e.Len())

@@ -130,19 +130,22 @@ func (w *Worker) RunSubJobs(ctx context.Context, c *job.RunSubJobs) error {
 		return w.report(ctx, reports)
 	}
 	lastReport := w.now()
+	pendingBytes := 0 // bytes of results and errors in reports
 	for _, r := range c.Runs {
 		if w.jobEnded(ctx, c.JobID) {
 			break // cancelled or failed: its results would be ignored anyway
 		}
-		if err := w.runSubJob(ctx, def, c, r, &reports); err != nil {
+		added, err := w.runSubJob(ctx, def, c, r, &reports)
+		if err != nil {
 			// Shutting down: report what finished and let the queue redeliver the command.
 			return errors.Join(err, w.report(context.WithoutCancel(ctx), reports))
 		}
-		if now := w.now(); now.Sub(lastReport) >= reportEvery || reports.PayloadBytes() >= job.MaxCommandInputBytes {
+		pendingBytes += added
+		if now := w.now(); now.Sub(lastReport) >= reportEvery || pendingBytes >= job.MaxCommandInputBytes {
 			if err := w.report(ctx, reports); err != nil {
 				return err
 			}
-			reports, lastReport = job.Step2SubjobsReported{JobID: c.JobID}, now
+			reports, lastReport, pendingBytes = job.Step2SubjobsReported{JobID: c.JobID}, now, 0
 		}
 	}
 	return w.report(ctx, reports)
@@ -156,8 +159,9 @@ func (w *Worker) report(ctx context.Context, reports job.Step2SubjobsReported) e
 	return w.events.Publish(ctx, reports)
 }
 
-// runSubJob runs one attempt and adds its report; an error only when the worker is shutting down.
-func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.RunSubJobs, r job.SubJobRun, reports *job.Step2SubjobsReported) error {
+// runSubJob runs one attempt and adds its report, returning the bytes of result or error it added; an
+// error only when the worker is shutting down.
+func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.RunSubJobs, r job.SubJobRun, reports *job.Step2SubjobsReported) (int, error) {
 	sc := jobtype.SubJobContext{JobID: c.JobID, Tenant: c.Tenant, Index: r.Index, Attempt: r.Attempt, IdempotencyKey: jobtype.SubJobKey(c.JobID, r.Index)}
 	runCtx, cancel := context.WithTimeout(ctx, def.Policy.SubJobTimeout)
 	defer cancel()
@@ -166,18 +170,19 @@ func (w *Worker) runSubJob(ctx context.Context, def jobtype.Definition, c *job.R
 	ended := w.now()
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		reports.Failed = append(reports.Failed, job.Step2SubjobFailed{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt,
 			Error: err.Error(), At: ended, Duration: ended.Sub(started)})
-		return nil
+		return len(err.Error()), nil
 	}
 	done := job.Step2SubjobCompleted{JobID: c.JobID, Index: r.Index, Attempt: r.Attempt, Result: result, At: ended, Duration: ended.Sub(started)}
 	reports.Completed = append(reports.Completed, done)
 	if def.ReportTwice != nil && def.ReportTwice(r.Input) {
 		reports.Completed = append(reports.Completed, done)
+		return 2 * len(result), nil
 	}
-	return nil
+	return len(result), nil
 }
 
 func runSubJob(ctx context.Context, def jobtype.Definition, sc jobtype.SubJobContext, input []byte) (result []byte, err error) {
