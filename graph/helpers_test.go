@@ -27,6 +27,7 @@ import (
 	"github.com/jobmill/jobmill/app/access"
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/job/jobtest"
 	"github.com/jobmill/jobmill/app/jobtype"
 	"github.com/jobmill/jobmill/app/live"
 	"github.com/jobmill/jobmill/app/manager"
@@ -240,14 +241,14 @@ func (f *fixture) completeStep1(id string, subjobs int) {
 
 func (f *fixture) subjobSucceeded(id string, index int64) {
 	f.t.Helper()
-	f.check(f.mgr.OnSubJobsReported(context.Background(), reportSuccess(&job.Step2SubjobCompleted{JobID: id, Index: index, Attempt: 1})))
+	f.check(f.mgr.OnSubJobsReported(context.Background(), jobtest.Completed(&job.Step2SubjobCompleted{JobID: id, Index: index, Attempt: 1})))
 	f.hub.Notify(id, false)
 }
 
 // subjobFailed fails a sub-job's attempt; the fixture's policy has one attempt, so it fails for good.
 func (f *fixture) subjobFailed(id string, index int64, attempt int) {
 	f.t.Helper()
-	f.check(f.mgr.OnSubJobsReported(context.Background(), reportFailure(&job.Step2SubjobFailed{JobID: id, Index: index, Attempt: attempt, Error: "boom"})))
+	f.check(f.mgr.OnSubJobsReported(context.Background(), jobtest.Failed(&job.Step2SubjobFailed{JobID: id, Index: index, Attempt: attempt, Error: "boom"})))
 	f.hub.Notify(id, false)
 }
 
@@ -646,12 +647,3 @@ func (b *syncBuffer) String() string {
 }
 
 func cancelCmd(id string) command.CancelJob { return command.CancelJob{JobID: id, Reason: "test"} }
-
-// reportSuccess and reportFailure wrap one report the way a worker publishes it.
-func reportSuccess(e *job.Step2SubjobCompleted) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Completed: []job.Step2SubjobCompleted{*e}}
-}
-
-func reportFailure(e *job.Step2SubjobFailed) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Failed: []job.Step2SubjobFailed{*e}}
-}

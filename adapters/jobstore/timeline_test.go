@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/job/jobtest"
 	"github.com/jobmill/jobmill/app/manager"
 	"github.com/jobmill/jobmill/app/timeline"
 )
@@ -395,9 +396,9 @@ func TestTimelineMatchesTheJobStore(t *testing.T) {
 			case job.Step1Completed:
 				must(m.OnStep1Completed(ctx, &ev))
 			case job.Step2SubjobCompleted:
-				must(m.OnSubJobsReported(ctx, reportSuccess(&ev)))
+				must(m.OnSubJobsReported(ctx, jobtest.Completed(&ev)))
 			case job.Step2SubjobFailed:
-				must(m.OnSubJobsReported(ctx, reportFailure(&ev)))
+				must(m.OnSubJobsReported(ctx, jobtest.Failed(&ev)))
 			case job.Step3Completed:
 				must(m.OnStep3Completed(ctx, &ev))
 			default:
@@ -528,13 +529,4 @@ func subJobsByIndex(t *testing.T, p *timeline.Projection, jobID string) map[int6
 		out[s.Index] = s
 	}
 	return out
-}
-
-// reportSuccess and reportFailure wrap one report the way a worker publishes it.
-func reportSuccess(e *job.Step2SubjobCompleted) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Completed: []job.Step2SubjobCompleted{*e}}
-}
-
-func reportFailure(e *job.Step2SubjobFailed) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Failed: []job.Step2SubjobFailed{*e}}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/job/jobtest"
 	"github.com/jobmill/jobmill/app/manager"
 )
 
@@ -44,13 +45,13 @@ func TestSubJobObserverCountsFinalOutcomesOnce(t *testing.T) {
 		do           func() error
 		wantS, wantF int64
 	}{
-		{"success", func() error { return f.m.OnSubJobsReported(ctx, reportSuccess(completed(runs[0]))) }, 1, 0},
-		{"duplicate success", func() error { return f.m.OnSubJobsReported(ctx, reportSuccess(completed(runs[0]))) }, 1, 0},
+		{"success", func() error { return f.m.OnSubJobsReported(ctx, jobtest.Completed(completed(runs[0]))) }, 1, 0},
+		{"duplicate success", func() error { return f.m.OnSubJobsReported(ctx, jobtest.Completed(completed(runs[0]))) }, 1, 0},
 		{"first failure: retried, not final", func() error {
-			return f.m.OnSubJobsReported(ctx, reportFailure(&job.Step2SubjobFailed{JobID: "job-f", Index: runs[1].Index, Attempt: 1, Error: "x"}))
+			return f.m.OnSubJobsReported(ctx, jobtest.Failed(&job.Step2SubjobFailed{JobID: "job-f", Index: runs[1].Index, Attempt: 1, Error: "x"}))
 		}, 1, 0},
 		{"last attempt fails", func() error {
-			return f.m.OnSubJobsReported(ctx, reportFailure(&job.Step2SubjobFailed{JobID: "job-f", Index: runs[1].Index, Attempt: 2, Error: "x"}))
+			return f.m.OnSubJobsReported(ctx, jobtest.Failed(&job.Step2SubjobFailed{JobID: "job-f", Index: runs[1].Index, Attempt: 2, Error: "x"}))
 		}, 1, 1},
 	}
 	for _, s := range steps {

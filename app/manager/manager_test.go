@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jobmill/jobmill/app/job"
+	"github.com/jobmill/jobmill/app/job/jobtest"
 	"github.com/jobmill/jobmill/app/manager"
 )
 
@@ -654,7 +655,7 @@ func TestFullFlow(t *testing.T) {
 		e := pool[i]
 		pool = slices.Delete(pool, i, i+1)
 		f.clock.Advance(time.Millisecond)
-		f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(e)))
+		f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(e)))
 		if j := f.store.job(t, "job-1"); j.InFlight > window || j.InFlight < 0 {
 			t.Fatalf("in flight %d", j.InFlight)
 		}
@@ -752,7 +753,7 @@ func TestConcurrentCompletions(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for e := range work {
-				if err := f.m.OnSubJobsReported(f.ctx, reportSuccess(e)); err != nil {
+				if err := f.m.OnSubJobsReported(f.ctx, jobtest.Completed(e)); err != nil {
 					errs <- err
 					return
 				}
@@ -811,7 +812,7 @@ func TestFailedHandlerRollsBack(t *testing.T) {
 	f.store.mu.Unlock()
 	f.clock.Advance(time.Second)
 	e := &job.Step2SubjobCompleted{JobID: "job-r", Index: 0, Attempt: 1, Result: []byte("ok")}
-	if err := f.m.OnSubJobsReported(f.ctx, reportSuccess(e)); !errors.Is(err, errInjected) {
+	if err := f.m.OnSubJobsReported(f.ctx, jobtest.Completed(e)); !errors.Is(err, errInjected) {
 		t.Fatalf("OnSubJobCompleted = %v, want the injected error", err)
 	}
 	after, nEvents2, nCmds2, commits2 := f.store.snapshot()
@@ -831,7 +832,7 @@ func TestFailedHandlerRollsBack(t *testing.T) {
 	}
 
 	// The redelivery is applied: a new window slot opens and sub-job 2 is dispatched.
-	f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(e)))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(e)))
 	j := f.store.job(t, "job-r")
 	if j.Succeeded != 1 || j.Duplicates != 0 || j.InFlight != 2 || j.NextIndex != 3 {
 		t.Fatalf("redelivery not applied: %+v", j)
@@ -847,12 +848,12 @@ func TestFailedHandlerRollsBack(t *testing.T) {
 	}
 
 	// Publishing the event that closes step 2 fails: step 2 must still be open afterwards.
-	f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "job-r", Index: 1, Attempt: 1})))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "job-r", Index: 1, Attempt: 1})))
 	f.store.mu.Lock()
 	f.store.failPublish = 1
 	f.store.mu.Unlock()
 	last := &job.Step2SubjobCompleted{JobID: "job-r", Index: 2, Attempt: 1}
-	if err := f.m.OnSubJobsReported(f.ctx, reportSuccess(last)); !errors.Is(err, errInjected) {
+	if err := f.m.OnSubJobsReported(f.ctx, jobtest.Completed(last)); !errors.Is(err, errInjected) {
 		t.Fatalf("OnSubJobCompleted = %v", err)
 	}
 	if j := f.store.job(t, "job-r"); j.State != job.StateStep2Running || j.Succeeded != 2 {
@@ -862,7 +863,7 @@ func TestFailedHandlerRollsBack(t *testing.T) {
 		t.Fatal("Step2Closed reported for a rolled-back transaction")
 	}
 	f.clock.Advance(250 * time.Millisecond)
-	f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(last)))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(last)))
 	events, _ := f.store.published()
 	if n := len(ofType[job.Step2Completed](events)); n != 1 {
 		t.Fatalf("%d Step2Completed", n)
@@ -878,7 +879,7 @@ func TestTickTimesOutSubJob(t *testing.T) {
 		f := newFixture(t, 10)
 		f.startStep2("job-t", testPolicy(), 2)
 		dispatchedAt := f.clock.Now()
-		f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "job-t", Index: 1, Attempt: 1})))
+		f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "job-t", Index: 1, Attempt: 1})))
 
 		_, cmds := f.store.published()
 		n := len(cmds)
@@ -911,7 +912,7 @@ func TestTickTimesOutSubJob(t *testing.T) {
 			t.Errorf("ticks counted as absorbed reports")
 		}
 		// The timed-out attempt finishes after all: it counts and closes step 2.
-		f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "job-t", Index: 0, Attempt: 1})))
+		f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "job-t", Index: 0, Attempt: 1})))
 		if j := f.store.job(t, "job-t"); j.State != job.StateStep3Running || j.Succeeded != 2 {
 			t.Fatalf("job = %+v", j)
 		}
@@ -980,8 +981,8 @@ func TestSubJobFailures(t *testing.T) {
 	f.startStep2("job-x", testPolicy(), 2)
 	for attempt := 1; attempt <= 3; attempt++ {
 		e := &job.Step2SubjobFailed{JobID: "job-x", Index: 0, Attempt: attempt, Error: "boom"}
-		f.must(f.m.OnSubJobsReported(f.ctx, reportFailure(e)))
-		f.must(f.m.OnSubJobsReported(f.ctx, reportFailure(e))) // redelivered: stale now
+		f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Failed(e)))
+		f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Failed(e))) // redelivered: stale now
 	}
 	_, cmds := f.store.published()
 	var attempts []int
@@ -1023,8 +1024,8 @@ func TestLateCompletionAfterCancel(t *testing.T) {
 	}))
 	before, nEvents, nCmds, _ := f.store.snapshot()
 	f.clock.Advance(time.Second)
-	f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "job-l", Index: 0, Attempt: 1, Result: []byte("x")})))
-	f.must(f.m.OnSubJobsReported(f.ctx, reportFailure(&job.Step2SubjobFailed{JobID: "job-l", Index: 1, Attempt: 1})))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "job-l", Index: 0, Attempt: 1, Result: []byte("x")})))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Failed(&job.Step2SubjobFailed{JobID: "job-l", Index: 1, Attempt: 1})))
 	f.must(f.m.OnTick(f.ctx, &job.Tick{JobID: "job-l"}))
 	after, nEvents2, nCmds2, _ := f.store.snapshot()
 
@@ -1060,10 +1061,10 @@ func TestUnknownJobIsAcked(t *testing.T) {
 		"JobStarted":     func() error { return f.m.OnJobStarted(f.ctx, &job.JobStarted{JobID: "ghost"}) },
 		"Step1Completed": func() error { return f.m.OnStep1Completed(f.ctx, &job.Step1Completed{JobID: "ghost", Total: 3}) },
 		"SubjobCompleted": func() error {
-			return f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "ghost", Index: 0, Attempt: 1}))
+			return f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "ghost", Index: 0, Attempt: 1}))
 		},
 		"SubjobFailed": func() error {
-			return f.m.OnSubJobsReported(f.ctx, reportFailure(&job.Step2SubjobFailed{JobID: "ghost", Attempt: 1}))
+			return f.m.OnSubJobsReported(f.ctx, jobtest.Failed(&job.Step2SubjobFailed{JobID: "ghost", Attempt: 1}))
 		},
 		"Step2Completed": func() error { return f.m.OnStep2Completed(f.ctx, &job.Step2Completed{JobID: "ghost"}) },
 		"Step3Completed": func() error { return f.m.OnStep3Completed(f.ctx, &job.Step3Completed{JobID: "ghost"}) },
@@ -1086,8 +1087,8 @@ func TestUnknownJobIsAcked(t *testing.T) {
 	}
 
 	// A report for a sub-job index the job does not have is dropped too.
-	f.must(f.m.OnSubJobsReported(f.ctx, reportSuccess(&job.Step2SubjobCompleted{JobID: "job-k", Index: 99, Attempt: 1})))
-	f.must(f.m.OnSubJobsReported(f.ctx, reportFailure(&job.Step2SubjobFailed{JobID: "job-k", Index: -1, Attempt: 1})))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Completed(&job.Step2SubjobCompleted{JobID: "job-k", Index: 99, Attempt: 1})))
+	f.must(f.m.OnSubJobsReported(f.ctx, jobtest.Failed(&job.Step2SubjobFailed{JobID: "job-k", Index: -1, Attempt: 1})))
 	if j := f.store.job(t, "job-k"); j.Succeeded != 0 || j.State != job.StateStep2Running || j.InFlight != 1 {
 		t.Errorf("job changed by reports for unknown sub-jobs: %+v", j)
 	}
@@ -1154,13 +1155,4 @@ func TestTickRefillsWindow(t *testing.T) {
 	if len(closed) != 1 || closed[0].Failed != 5 || closed[0].Succeeded != 0 {
 		t.Fatalf("Step2Completed = %+v", closed)
 	}
-}
-
-// reportSuccess and reportFailure wrap one report the way a worker publishes it.
-func reportSuccess(e *job.Step2SubjobCompleted) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Completed: []job.Step2SubjobCompleted{*e}}
-}
-
-func reportFailure(e *job.Step2SubjobFailed) *job.Step2SubjobsReported {
-	return &job.Step2SubjobsReported{JobID: e.JobID, Failed: []job.Step2SubjobFailed{*e}}
 }
