@@ -21,3 +21,12 @@ type Projection interface {
 	// Reset deletes everything the projection built, before a rebuild replays the log into it.
 	Reset(ctx context.Context) error
 }
+
+// ReportsApplier is a Projection that folds the reports of one Step2SubjobsReported message in at once, in
+// one transaction, instead of one Apply each: a worker's message carries up to dozens of them, and the
+// job's own record is then read and written once per message rather than once per report.
+type ReportsApplier interface {
+	// ApplyReports folds in reports, which all belong to one job, in order; ids[i] identifies reports[i]
+	// exactly as Apply's eventID would, so the outcome is the one of applying them one by one.
+	ApplyReports(ctx context.Context, ids []string, reports []job.Message) error
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jobmill/jobmill/app/job"
@@ -18,7 +19,10 @@ type Projection struct {
 	store Store
 }
 
-var _ projection.Projection = (*Projection)(nil)
+var (
+	_ projection.Projection     = (*Projection)(nil)
+	_ projection.ReportsApplier = (*Projection)(nil)
+)
 
 // New refuses a nil store.
 func New(store Store) (*Projection, error) {
@@ -44,53 +48,96 @@ func (p *Projection) Reset(ctx context.Context) error {
 // would count as a duplicate while the job runs.
 func (p *Projection) Apply(ctx context.Context, eventID string, m job.Message) error {
 	var err error
-	switch e := m.(type) {
-	case job.JobStarted:
-		err = p.update(ctx, e.JobID, func(r *Record) { r.applyJobStarted(e) })
-	case job.Step1Completed:
-		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep1Completed(e) })
-	case job.Step2Started:
-		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Started(e) })
-	case job.Step2Completed:
-		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Completed(e) })
-	case job.Step3Completed:
-		err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep3Completed(e) })
-	case job.Step2SubjobCompleted:
-		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
-			return applySuccess(ctx, tx, r, e)
-		})
-	case job.Step2SubjobFailed:
-		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
-			return applyFailure(ctx, tx, r, AttemptKey{JobID: e.JobID, Step: 2, Index: e.Index, Attempt: int64(e.Attempt)}, e.Error)
-		})
-	case job.StepFailed:
-		if e.Step != 1 && e.Step != 3 {
+	if item, ok := reportOf(eventID, m); ok {
+		err = p.report(ctx, m.JobKey(), []reportItem{item})
+	} else {
+		switch e := m.(type) {
+		case job.JobStarted:
+			err = p.update(ctx, e.JobID, func(r *Record) { r.applyJobStarted(e) })
+		case job.Step1Completed:
+			err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep1Completed(e) })
+		case job.Step2Started:
+			err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Started(e) })
+		case job.Step2Completed:
+			err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep2Completed(e) })
+		case job.Step3Completed:
+			err = p.update(ctx, e.JobID, func(r *Record) { r.applyStep3Completed(e) })
+		case job.JobCompleted:
+			err = p.end(ctx, e.JobID, OutcomeCompleted, e.At, e.Counts)
+		case job.JobFailed:
+			err = p.end(ctx, e.JobID, OutcomeFailed, e.At, e.Counts)
+		case job.JobCancelled:
+			err = p.end(ctx, e.JobID, OutcomeCancelled, e.At, e.Counts)
+		default:
 			return nil
 		}
-		err = p.report(ctx, e.JobID, eventID, func(ctx context.Context, tx Tx, r *Record) error {
-			return applyFailure(ctx, tx, r, AttemptKey{JobID: e.JobID, Step: e.Step, Attempt: int64(e.Attempt)}, e.Error)
-		})
-	case job.AttemptTimedOut:
-		if e.Step < 1 || e.Step > 3 {
-			return nil
-		}
-		// The manager emits one time-out per attempt: the attempt is its own key, no event id needed.
-		err = p.report(ctx, e.JobID, "", func(ctx context.Context, tx Tx, r *Record) error {
-			return applyTimeout(ctx, tx, r, e)
-		})
-	case job.JobCompleted:
-		err = p.end(ctx, e.JobID, OutcomeCompleted, e.At, e.Counts)
-	case job.JobFailed:
-		err = p.end(ctx, e.JobID, OutcomeFailed, e.At, e.Counts)
-	case job.JobCancelled:
-		err = p.end(ctx, e.JobID, OutcomeCancelled, e.At, e.Counts)
-	default:
-		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("statistics of job %s: %w", m.JobKey(), err)
 	}
 	return nil
+}
+
+// ApplyReports implements projection.ReportsApplier: the reports of one message in one transaction, the
+// job's record and duration sketch read and written once.
+func (p *Projection) ApplyReports(ctx context.Context, ids []string, reports []job.Message) error {
+	if len(ids) != len(reports) {
+		return fmt.Errorf("stats: %d ids for %d reports", len(ids), len(reports))
+	}
+	items := make([]reportItem, 0, len(reports))
+	jobID := ""
+	for i, m := range reports {
+		if item, ok := reportOf(ids[i], m); ok {
+			if jobID != "" && m.JobKey() != jobID {
+				return fmt.Errorf("stats: reports of jobs %s and %s applied together", jobID, m.JobKey())
+			}
+			jobID = m.JobKey()
+			items = append(items, item)
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := p.report(ctx, jobID, items); err != nil {
+		return fmt.Errorf("statistics of job %s: %w", jobID, err)
+	}
+	return nil
+}
+
+// reportItem is one report or time-out to fold in, with the id it is recorded under ("" records none).
+type reportItem struct {
+	eventID string
+	fold    func(ctx context.Context, tx Tx, f *reportFold) error
+}
+
+// reportOf returns the fold of a worker's report, a step failure or a time-out; false for other events.
+func reportOf(eventID string, m job.Message) (reportItem, bool) {
+	switch e := m.(type) {
+	case job.Step2SubjobCompleted:
+		return reportItem{eventID, func(ctx context.Context, tx Tx, f *reportFold) error {
+			return applySuccess(ctx, tx, f, e)
+		}}, true
+	case job.Step2SubjobFailed:
+		return reportItem{eventID, func(ctx context.Context, tx Tx, f *reportFold) error {
+			return applyFailure(ctx, tx, f.record, AttemptKey{JobID: e.JobID, Step: 2, Index: e.Index, Attempt: int64(e.Attempt)}, e.Error)
+		}}, true
+	case job.StepFailed:
+		if e.Step != 1 && e.Step != 3 {
+			return reportItem{}, false
+		}
+		return reportItem{eventID, func(ctx context.Context, tx Tx, f *reportFold) error {
+			return applyFailure(ctx, tx, f.record, AttemptKey{JobID: e.JobID, Step: e.Step, Attempt: int64(e.Attempt)}, e.Error)
+		}}, true
+	case job.AttemptTimedOut:
+		if e.Step < 1 || e.Step > 3 {
+			return reportItem{}, false
+		}
+		// The manager emits one time-out per attempt: the attempt is its own key, no event id needed.
+		return reportItem{"", func(ctx context.Context, tx Tx, f *reportFold) error {
+			return applyTimeout(ctx, tx, f.record, e)
+		}}, true
+	}
+	return reportItem{}, false
 }
 
 // update applies a rule that changes only the job's record. Those rules set a value once or keep a
@@ -106,28 +153,78 @@ func (p *Projection) update(ctx context.Context, jobID string, fold func(r *Reco
 	})
 }
 
-// report applies a worker's report or a time-out: once per event id, and only while the job runs (its
-// bookkeeping is gone once it ended).
-func (p *Projection) report(ctx context.Context, jobID, eventID string, fold func(ctx context.Context, tx Tx, r *Record) error) error {
+// report applies workers' reports and time-outs of one job: each once per event id, and only while the job
+// runs (its bookkeeping is gone once it ended).
+func (p *Projection) report(ctx context.Context, jobID string, items []reportItem) error {
 	return p.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		r, err := tx.LockJob(ctx, jobID)
 		if err != nil || r.Ended() {
 			return err
 		}
-		if eventID != "" {
-			fresh, err := tx.MarkEvent(ctx, jobID, eventID)
-			if err != nil || !fresh {
+		f := &reportFold{record: &r}
+		for _, item := range items {
+			if item.eventID != "" {
+				fresh, err := tx.MarkEvent(ctx, jobID, item.eventID)
+				if err != nil {
+					return err
+				}
+				if !fresh {
+					continue
+				}
+			}
+			if err := item.fold(ctx, tx, f); err != nil {
 				return err
 			}
 		}
-		if err := fold(ctx, tx, &r); err != nil {
+		if err := f.flush(ctx, tx, jobID); err != nil {
 			return err
 		}
 		return tx.SaveJob(ctx, r)
 	})
 }
 
-func applySuccess(ctx context.Context, tx Tx, r *Record, e job.Step2SubjobCompleted) error {
+// reportFold is what the reports of one transaction change beyond their own rows: the job's record, its
+// duration sketch (decoded once, encoded once) and its throughput (written once per one-second bucket).
+type reportFold struct {
+	record      *Record
+	sketch      *Sketch
+	completions map[time.Time]int64
+}
+
+// durations returns the job's duration sketch, decoding it on first use.
+func (f *reportFold) durations() (*Sketch, error) {
+	if f.sketch == nil {
+		sk, err := DecodeSketch(f.record.Durations)
+		if err != nil {
+			return nil, err
+		}
+		f.sketch, f.completions = sk, map[time.Time]int64{}
+	}
+	return f.sketch, nil
+}
+
+// flush writes the throughput changes and puts the sketch back into the record.
+func (f *reportFold) flush(ctx context.Context, tx Tx, jobID string) error {
+	if f.sketch == nil {
+		return nil
+	}
+	buckets := make([]time.Time, 0, len(f.completions))
+	for b, d := range f.completions {
+		if d != 0 {
+			buckets = append(buckets, b)
+		}
+	}
+	slices.SortFunc(buckets, time.Time.Compare)
+	for _, b := range buckets {
+		if err := tx.AddCompletions(ctx, jobID, b, f.completions[b]); err != nil {
+			return err
+		}
+	}
+	f.record.Durations = f.sketch.Encode()
+	return nil
+}
+
+func applySuccess(ctx context.Context, tx Tx, f *reportFold, e job.Step2SubjobCompleted) error {
 	s, found, err := tx.SubJob(ctx, e.JobID, e.Index)
 	if err != nil {
 		return err
@@ -135,7 +232,7 @@ func applySuccess(ctx context.Context, tx Tx, r *Record, e job.Step2SubjobComple
 	if !found {
 		s = SubJobRecord{JobID: e.JobID, Index: e.Index}
 	}
-	ch := foldSuccess(r, &s, found, e)
+	ch := foldSuccess(f.record, &s, found, e)
 	if ch.subJobChanged {
 		if err := tx.SaveSubJob(ctx, s); err != nil {
 			return err
@@ -144,16 +241,13 @@ func applySuccess(ctx context.Context, tx Tx, r *Record, e job.Step2SubjobComple
 	if ch.added == nil && ch.removed == nil {
 		return nil
 	}
-	sk, err := DecodeSketch(r.Durations)
+	sk, err := f.durations()
 	if err != nil {
 		return err
 	}
 	for bucket, delta := range ch.apply(sk) {
-		if err := tx.AddCompletions(ctx, e.JobID, bucket, delta); err != nil {
-			return err
-		}
+		f.completions[bucket] += delta
 	}
-	r.Durations = sk.Encode()
 	return nil
 }
 

@@ -669,3 +669,95 @@ func TestStatementsPerReport(t *testing.T) {
 		t.Fatalf("%.1f store statements per report", per)
 	}
 }
+
+// applyInBatches applies events in log order, handing runs of consecutive worker reports to ApplyReports
+// in batches of random sizes, some delivered twice, as the router does with a worker's message.
+func applyInBatches(t *rapid.T, p *stats.Projection, events []statstest.Event) {
+	ctx := context.Background()
+	for i := 0; i < len(events); {
+		if !workerReport(events[i].Message) {
+			apply(t, p, events[i])
+			i++
+			continue
+		}
+		size := rapid.IntRange(1, 8).Draw(t, "batch size")
+		var ids []string
+		var reports []job.Message
+		for ; i < len(events) && len(reports) < size && workerReport(events[i].Message); i++ {
+			ids, reports = append(ids, events[i].ID), append(reports, events[i].Message)
+		}
+		for range 1 + rapid.IntRange(0, 1).Draw(t, "redelivered") {
+			if err := p.ApplyReports(ctx, ids, reports); err != nil {
+				t.Fatalf("apply %d reports: %v", len(reports), err)
+			}
+		}
+	}
+}
+
+func workerReport(m job.Message) bool {
+	switch m.(type) {
+	case job.Step2SubjobCompleted, job.Step2SubjobFailed:
+		return true
+	}
+	return false
+}
+
+// TestReportsTogether: reports applied together, and whole messages of them delivered again, give the
+// statistics of applying each report once, alone.
+func TestReportsTogether(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		every := func(label string) int { return rapid.IntRange(0, 6).Draw(t, label) }
+		run := statstest.Run{JobID: "job-b", Tenant: "acme", Type: "t", Start: start,
+			SubJobs:        rapid.IntRange(1, 40).Draw(t, "subjobs"),
+			FailFirstEvery: every("failFirst"), FailEvery: every("fail"), TimeOutEvery: every("timeOut"),
+			DuplicateEvery: every("duplicate"), Step1Retry: rapid.Bool().Draw(t, "step1Retry"),
+		}
+		events := run.Events()
+		if rapid.Bool().Draw(t, "running") {
+			events = events[:rapid.IntRange(1, len(events)).Draw(t, "prefix")]
+		}
+		alone, _ := newProjection(t)
+		apply(t, alone, events...)
+		want := jobStats(t, alone, run.JobID)
+
+		together, _ := newProjection(t)
+		applyInBatches(t, together, events)
+		if got := jobStats(t, together, run.JobID); !reflect.DeepEqual(got, want) {
+			t.Fatalf("reports together:\n got %+v\nwant %+v", got, want)
+		}
+	})
+}
+
+// Reports applied together share the job's reads and writes: about three statements each (the event id,
+// the sub-job's read and write).
+func TestStatementsPerReportTogether(t *testing.T) {
+	p, store := newProjection(t)
+	events := statstest.Run{JobID: "job-s", Tenant: "acme", Type: "t", Start: start, SubJobs: 512}.Events()
+	var ids []string
+	var reports []job.Message
+	for _, e := range events {
+		if terminal(e.Message) {
+			break // the reports are applied while the job runs
+		}
+		if _, ok := e.Message.(job.Step2SubjobCompleted); ok {
+			ids, reports = append(ids, e.ID), append(reports, e.Message)
+			continue
+		}
+		apply(t, p, e)
+	}
+	if len(reports) != 512 {
+		t.Fatalf("%d reports, want 512", len(reports))
+	}
+	before := store.statements
+	for i := 0; i < len(reports); i += 32 {
+		if err := p.ApplyReports(context.Background(), ids[i:i+32], reports[i:i+32]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if per := float64(store.statements-before) / float64(len(reports)); per > 3.5 {
+		t.Fatalf("%.1f store statements per report applied 32 at a time", per)
+	}
+	if st := jobStats(t, p, "job-s"); st.Succeeded != 512 {
+		t.Fatalf("%d succeeded, want 512", st.Succeeded)
+	}
+}

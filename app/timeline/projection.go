@@ -17,7 +17,10 @@ type Projection struct {
 	store Store
 }
 
-var _ projection.Projection = (*Projection)(nil)
+var (
+	_ projection.Projection     = (*Projection)(nil)
+	_ projection.ReportsApplier = (*Projection)(nil)
+)
 
 // New returns the projection over store.
 func New(store Store) (*Projection, error) {
@@ -45,46 +48,87 @@ func (p *Projection) Apply(ctx context.Context, eventID string, m job.Message) e
 	if m == nil {
 		return nil
 	}
-	e, ok := entryOf(m)
-	jobID := m.JobKey()
-	if !ok || jobID == "" {
+	return p.apply(ctx, []string{eventID}, []job.Message{m})
+}
+
+// ApplyReports implements projection.ReportsApplier: the reports of one message in one transaction, the
+// job's header locked and saved once.
+func (p *Projection) ApplyReports(ctx context.Context, ids []string, reports []job.Message) error {
+	if len(ids) != len(reports) {
+		return fmt.Errorf("timeline: %d ids for %d reports", len(ids), len(reports))
+	}
+	return p.apply(ctx, ids, reports)
+}
+
+// apply folds in events of one job, in order, in one transaction.
+func (p *Projection) apply(ctx context.Context, ids []string, events []job.Message) error {
+	type pending struct {
+		entry Entry
+		event job.Message
+	}
+	var todo []pending
+	jobID := ""
+	for i, m := range events {
+		e, ok := entryOf(m)
+		if !ok || m.JobKey() == "" {
+			continue
+		}
+		if jobID != "" && m.JobKey() != jobID {
+			return fmt.Errorf("timeline: events of jobs %s and %s applied together", jobID, m.JobKey())
+		}
+		jobID = m.JobKey()
+		if ids[i] == "" {
+			return fmt.Errorf("timeline: %s of job %s has no message id", e.Kind, jobID)
+		}
+		e.EventID = ids[i]
+		todo = append(todo, pending{e, m})
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	if eventID == "" {
-		return fmt.Errorf("timeline: %s of job %s has no message id", e.Kind, jobID)
-	}
-	e.EventID = eventID
 	err := p.store.Update(ctx, func(ctx context.Context, tx Tx) error {
 		h, err := tx.LockHeader(ctx, jobID)
 		if err != nil {
 			return err
 		}
-		added, err := tx.Append(ctx, jobID, e)
-		if err != nil || !added {
-			return err
-		}
-		next, changed := foldHeader(h, m)
-		if changed {
-			if err := tx.SaveHeader(ctx, next); err != nil {
+		headerChanged := false
+		for _, t := range todo {
+			added, err := tx.Append(ctx, jobID, t.entry)
+			if err != nil {
+				return err
+			}
+			if !added {
+				continue
+			}
+			next, changed := foldHeader(h, t.event)
+			headerChanged = headerChanged || changed
+			if next.Step2Closed && !h.Step2Closed {
+				if err := tx.FailWaitingSubJobs(ctx, jobID); err != nil {
+					return err
+				}
+			}
+			h = next
+			if t.entry.Index == NoSubJob {
+				continue
+			}
+			entries, err := tx.SubJobEntries(ctx, jobID, t.entry.Index)
+			if err != nil {
+				return err
+			}
+			if err := tx.SaveSubJob(ctx, jobID, foldSubJob(t.entry.Index, entries, h.Step2Closed)); err != nil {
 				return err
 			}
 		}
-		if next.Step2Closed && !h.Step2Closed {
-			if err := tx.FailWaitingSubJobs(ctx, jobID); err != nil {
-				return err
-			}
+		if headerChanged {
+			return tx.SaveHeader(ctx, h)
 		}
-		if e.Index == NoSubJob {
-			return nil
-		}
-		entries, err := tx.SubJobEntries(ctx, jobID, e.Index)
-		if err != nil {
-			return err
-		}
-		return tx.SaveSubJob(ctx, jobID, foldSubJob(e.Index, entries, next.Step2Closed))
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("status timeline: apply %s of job %s: %w", e.Kind, jobID, err)
+		if len(todo) == 1 {
+			return fmt.Errorf("status timeline: apply %s of job %s: %w", todo[0].entry.Kind, jobID, err)
+		}
+		return fmt.Errorf("status timeline: apply %d reports of job %s: %w", len(todo), jobID, err)
 	}
 	return nil
 }

@@ -143,3 +143,59 @@ func TestOrderAndRedeliveryDoNotMatter(t *testing.T) {
 		}
 	})
 }
+
+// TestReportsTogether: runs of worker reports applied together, as the router hands over a worker's
+// message, some messages delivered twice, give the views of applying each event once, alone.
+func TestReportsTogether(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		inOrder := numbered(genJob(t)...)
+		want := project(t, inOrder)
+
+		st := newMemStore()
+		p, err := timeline.New(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		isReport := func(m job.Message) bool {
+			switch m.(type) {
+			case job.Step2SubjobCompleted, job.Step2SubjobFailed:
+				return true
+			}
+			return false
+		}
+		for i := 0; i < len(inOrder); {
+			if !isReport(inOrder[i].ev) {
+				if err := p.Apply(ctx, inOrder[i].id, inOrder[i].ev); err != nil {
+					t.Fatal(err)
+				}
+				i++
+				continue
+			}
+			size := rapid.IntRange(1, 6).Draw(t, "batch size")
+			var ids []string
+			var reports []job.Message
+			for ; i < len(inOrder) && len(reports) < size && isReport(inOrder[i].ev); i++ {
+				ids, reports = append(ids, inOrder[i].id), append(reports, inOrder[i].ev)
+			}
+			for range 1 + rapid.IntRange(0, 1).Draw(t, "redelivered") {
+				if err := p.ApplyReports(ctx, ids, reports); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		var got projected
+		if got.summary, err = p.Job(ctx, jobID, "acme"); err != nil {
+			t.Fatal(err)
+		}
+		if got.subJobs, err = p.SubJobs(ctx, jobID, "acme", "", -1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got.entries, err = p.Timeline(ctx, jobID, "acme", 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("reports together:\n got %+v\nwant %+v", got, want)
+		}
+	})
+}

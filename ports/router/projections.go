@@ -65,7 +65,8 @@ func applyTo[T any](p projection.Projection) cqrs.GroupEventHandler {
 	})
 }
 
-// applyReportsTo hands each report of a Step2SubjobsReported to a projection as the event it stands for.
+// applyReportsTo hands the reports of a Step2SubjobsReported to a projection, all at once when it is a
+// ReportsApplier, else one by one as the events they stand for.
 // Each gets an id of its own derived from the message's UUID, so a redelivered message is recognised report
 // by report, and two equal reports in one message count as two deliveries, as they would have alone.
 func applyReportsTo(p projection.Projection) cqrs.GroupEventHandler {
@@ -74,12 +75,18 @@ func applyReportsTo(p projection.Projection) cqrs.GroupEventHandler {
 		if msg := cqrs.OriginalMessageFromCtx(ctx); msg != nil {
 			id = msg.UUID
 		}
-		for i, r := range e.Reports() {
-			reportID := ""
-			if id != "" {
-				reportID = fmt.Sprintf("%s/%d", id, i)
+		reports := e.Reports()
+		ids := make([]string, len(reports))
+		if id != "" {
+			for i := range ids {
+				ids[i] = fmt.Sprintf("%s/%d", id, i)
 			}
-			if err := p.Apply(ctx, reportID, r); err != nil {
+		}
+		if batch, ok := p.(projection.ReportsApplier); ok && len(reports) > 0 {
+			return batch.ApplyReports(ctx, ids, reports)
+		}
+		for i, r := range reports {
+			if err := p.Apply(ctx, ids[i], r); err != nil {
 				return err
 			}
 		}
