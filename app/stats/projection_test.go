@@ -582,6 +582,25 @@ func terminal(m job.Message) bool {
 	return false
 }
 
+// drawEvents draws a job with random failures, time-outs, duplicate reports, step 1 retries, perhaps a
+// cancellation, and the events it logged: all of them, or those up to a point while it still runs.
+func drawEvents(t *rapid.T, jobID string) (statstest.Run, []statstest.Event) {
+	every := func(label string) int { return rapid.IntRange(0, 6).Draw(t, label) }
+	run := statstest.Run{JobID: jobID, Tenant: "acme", Type: "t", Start: start,
+		SubJobs:        rapid.IntRange(1, 40).Draw(t, "subjobs"),
+		FailFirstEvery: every("failFirst"), FailEvery: every("fail"), TimeOutEvery: every("timeOut"),
+		DuplicateEvery: every("duplicate"), Step1Retry: rapid.Bool().Draw(t, "step1Retry"),
+	}
+	if rapid.Bool().Draw(t, "cancel") {
+		run.CancelAfter = rapid.IntRange(1, 30).Draw(t, "cancelAfter")
+	}
+	events := run.Events()
+	if rapid.Bool().Draw(t, "running") {
+		events = events[:rapid.IntRange(1, len(events)).Draw(t, "prefix")]
+	}
+	return run, events
+}
+
 // TestAnyOrder: whatever the order of arrival, and with any event delivered twice, a job's statistics
 // are those of its events applied once in log order. The one order the rules cannot undo is a report
 // that first arrives after its job's end (the end deletes what deduplicates reports), so the
@@ -589,19 +608,7 @@ func terminal(m job.Message) bool {
 // the reports logged after it.
 func TestAnyOrder(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		every := func(label string) int { return rapid.IntRange(0, 6).Draw(t, label) }
-		run := statstest.Run{JobID: "job-p", Tenant: "acme", Type: "t", Start: start,
-			SubJobs:        rapid.IntRange(1, 40).Draw(t, "subjobs"),
-			FailFirstEvery: every("failFirst"), FailEvery: every("fail"), TimeOutEvery: every("timeOut"),
-			DuplicateEvery: every("duplicate"), Step1Retry: rapid.Bool().Draw(t, "step1Retry"),
-		}
-		if rapid.Bool().Draw(t, "cancel") {
-			run.CancelAfter = rapid.IntRange(1, 30).Draw(t, "cancelAfter")
-		}
-		events := run.Events()
-		if rapid.Bool().Draw(t, "running") {
-			events = events[:rapid.IntRange(1, len(events)).Draw(t, "prefix")]
-		}
+		run, events := drawEvents(t, "job-p")
 
 		inOrder, _ := newProjection(t)
 		apply(t, inOrder, events...)
@@ -706,16 +713,7 @@ func workerReport(m job.Message) bool {
 // statistics of applying each report once, alone.
 func TestReportsTogether(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
-		every := func(label string) int { return rapid.IntRange(0, 6).Draw(t, label) }
-		run := statstest.Run{JobID: "job-b", Tenant: "acme", Type: "t", Start: start,
-			SubJobs:        rapid.IntRange(1, 40).Draw(t, "subjobs"),
-			FailFirstEvery: every("failFirst"), FailEvery: every("fail"), TimeOutEvery: every("timeOut"),
-			DuplicateEvery: every("duplicate"), Step1Retry: rapid.Bool().Draw(t, "step1Retry"),
-		}
-		events := run.Events()
-		if rapid.Bool().Draw(t, "running") {
-			events = events[:rapid.IntRange(1, len(events)).Draw(t, "prefix")]
-		}
+		run, events := drawEvents(t, "job-b")
 		alone, _ := newProjection(t)
 		apply(t, alone, events...)
 		want := jobStats(t, alone, run.JobID)

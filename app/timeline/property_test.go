@@ -80,7 +80,14 @@ func project(t *rapid.T, ds []delivery) projected {
 			t.Fatal(err)
 		}
 	}
+	return view(t, p)
+}
+
+// view reads everything the projection shows of the job.
+func view(t *rapid.T, p *timeline.Projection) projected {
+	ctx := context.Background()
 	var out projected
+	var err error
 	if out.summary, err = p.Job(ctx, jobID, "acme"); err != nil {
 		t.Fatal(err)
 	}
@@ -184,17 +191,7 @@ func TestReportsTogether(t *testing.T) {
 				}
 			}
 		}
-		var got projected
-		if got.summary, err = p.Job(ctx, jobID, "acme"); err != nil {
-			t.Fatal(err)
-		}
-		if got.subJobs, err = p.SubJobs(ctx, jobID, "acme", "", -1, 0); err != nil {
-			t.Fatal(err)
-		}
-		if got.entries, err = p.Timeline(ctx, jobID, "acme", 0, 0); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
+		if got := view(t, p); !reflect.DeepEqual(got, want) {
 			t.Fatalf("reports together:\n got %+v\nwant %+v", got, want)
 		}
 	})
