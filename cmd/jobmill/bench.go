@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/jobmill/jobmill/adapters/messaging"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jobmill/jobmill/adapters/messaging"
 	"github.com/jobmill/jobmill/app/command"
 	"github.com/jobmill/jobmill/app/job"
 	"github.com/jobmill/jobmill/config"

@@ -3,7 +3,7 @@ package router
 import (
 	"context"
 	"errors"
-	"fmt"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
@@ -79,7 +79,7 @@ func applyReportsTo(p projection.Projection) cqrs.GroupEventHandler {
 		ids := make([]string, len(reports))
 		if id != "" {
 			for i := range ids {
-				ids[i] = fmt.Sprintf("%s/%d", id, i)
+				ids[i] = id + "/" + strconv.Itoa(i)
 			}
 		}
 		if batch, ok := p.(projection.ReportsApplier); ok && len(reports) > 0 {
